@@ -1,0 +1,1 @@
+//! Tools and agents: ReAct, chain-of-thought, self-consistency, tree-of-thoughts.

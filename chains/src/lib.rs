@@ -1,0 +1,1 @@
+//! LLM chains and retrieval-augmented generation with numbered citations.

@@ -1,0 +1,31 @@
+//! One module per command group; each renders to the writer it is given.
+
+pub mod config;
+pub mod models;
+
+/// `1234567` → `1.2 MB`.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_size;
+
+    #[test]
+    fn sizes_are_human() {
+        assert_eq!(human_size(612), "612 B");
+        assert_eq!(human_size(98_362_432), "98.4 MB");
+    }
+}

@@ -1,0 +1,82 @@
+//! The `kb` binary: parses arguments, loads the configuration, calls the kb
+//! libraries and renders their results. No logic of its own lives here.
+
+// A binary exports nothing; `pub` inside it means "shared between modules".
+#![allow(unreachable_pub)]
+
+mod args;
+mod commands;
+mod config;
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Parser;
+
+use crate::args::{Cli, Command, ConfigCommand, ModelsCommand};
+use crate::config::{Config, Layer};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.verbose);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            let _ = writeln!(io::stderr(), "error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let env = Layer::from_env(|name| std::env::var(name).ok());
+    let config_file = cli.global.config.clone().or_else(|| {
+        std::env::var_os("KB_CONFIG")
+            .filter(|v| !v.is_empty())
+            .map(Into::into)
+    });
+    let config = Config::load(cli.global.layer(), env, config_file)?;
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    match cli.command {
+        Command::Models(ModelsCommand::Fetch { names, json }) => {
+            commands::models::fetch(&config, &names, json, &mut out)
+        }
+        Command::Models(ModelsCommand::List { json }) => {
+            commands::models::list(&config, json, &mut out)
+        }
+        Command::Config(ConfigCommand::Show { json }) => {
+            commands::config::show(&config, json, &mut out)
+        }
+    }?;
+    out.flush()?;
+    Ok(())
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .init();
+}
+
+/// Whether the error is stdout closing early (`kb models list | head -1`).
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        let kind = cause
+            .downcast_ref::<io::Error>()
+            .map(io::Error::kind)
+            .or_else(|| cause.downcast_ref::<serde_json::Error>()?.io_error_kind());
+        kind == Some(io::ErrorKind::BrokenPipe)
+    })
+}

@@ -1,0 +1,290 @@
+//! The [`VectorStore`] trait and the metadata [`Filter`] every store understands.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::Result;
+use crate::document::{Chunk, Metadata, ScoredChunk};
+
+/// A condition on one metadata field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    /// The field equals this value.
+    Equals {
+        /// The metadata key.
+        key: String,
+        /// The value it must have.
+        value: Value,
+    },
+    /// The field equals one of these values.
+    AnyOf {
+        /// The metadata key.
+        key: String,
+        /// The values it may have.
+        values: Vec<Value>,
+    },
+}
+
+impl Condition {
+    /// Whether `metadata` satisfies the condition. A field holding an array
+    /// matches when any element does.
+    pub fn matches(&self, metadata: &Metadata) -> bool {
+        let field_matches = |key: &str, accept: &dyn Fn(&Value) -> bool| match metadata.get(key) {
+            Some(Value::Array(items)) => items.iter().any(accept),
+            Some(value) => accept(value),
+            None => false,
+        };
+        match self {
+            Condition::Equals { key, value } => field_matches(key, &|v| v == value),
+            Condition::AnyOf { key, values } => field_matches(key, &|v| values.contains(v)),
+        }
+    }
+}
+
+/// A metadata filter: every `must` condition holds and no `must_not` condition
+/// holds. The empty filter matches everything.
+///
+/// ```
+/// use kb_core::{Filter, Metadata};
+/// let filter: Filter = "source=notes.md".parse().unwrap();
+/// let mut metadata = Metadata::new();
+/// metadata.insert("source".into(), "notes.md".into());
+/// assert!(filter.matches(&metadata));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Filter {
+    /// Conditions that must all hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub must: Vec<Condition>,
+    /// Conditions none of which may hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub must_not: Vec<Condition>,
+}
+
+impl Filter {
+    /// A filter requiring `key == value`.
+    pub fn equals(key: impl Into<String>, value: impl Into<Value>) -> Self {
+        Filter::default().and(Condition::Equals {
+            key: key.into(),
+            value: value.into(),
+        })
+    }
+
+    /// Adds a condition that must hold.
+    pub fn and(mut self, condition: Condition) -> Self {
+        self.must.push(condition);
+        self
+    }
+
+    /// Adds a condition that must not hold.
+    pub fn and_not(mut self, condition: Condition) -> Self {
+        self.must_not.push(condition);
+        self
+    }
+
+    /// Whether `metadata` passes the filter.
+    pub fn matches(&self, metadata: &Metadata) -> bool {
+        self.must.iter().all(|c| c.matches(metadata))
+            && !self.must_not.iter().any(|c| c.matches(metadata))
+    }
+
+    /// Whether the filter has no condition.
+    pub fn is_empty(&self) -> bool {
+        self.must.is_empty() && self.must_not.is_empty()
+    }
+}
+
+impl std::str::FromStr for Filter {
+    type Err = crate::Error;
+
+    /// Parses `key=value`, `key!=value` and `key=a|b|c`, joined by `,`.
+    /// Values are strings unless they parse as JSON numbers or booleans.
+    fn from_str(s: &str) -> Result<Self> {
+        let mut filter = Filter::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (key, value, negate) = if let Some((k, v)) = part.split_once("!=") {
+                (k, v, true)
+            } else if let Some((k, v)) = part.split_once('=') {
+                (k, v, false)
+            } else {
+                return Err(crate::Error::InvalidInput(format!(
+                    "filter {part:?} is not key=value or key!=value"
+                )));
+            };
+            let key = key.trim();
+            if key.is_empty() {
+                return Err(crate::Error::InvalidInput(format!(
+                    "filter {part:?} has an empty key"
+                )));
+            }
+            let parse = |v: &str| -> Value {
+                let v = v.trim();
+                match serde_json::from_str::<Value>(v) {
+                    Ok(n @ (Value::Number(_) | Value::Bool(_))) => n,
+                    _ => Value::String(v.to_string()),
+                }
+            };
+            let values: Vec<Value> = value.split('|').map(parse).collect();
+            let condition = match <[Value; 1]>::try_from(values) {
+                Ok([value]) => Condition::Equals {
+                    key: key.into(),
+                    value,
+                },
+                Err(values) => Condition::AnyOf {
+                    key: key.into(),
+                    values,
+                },
+            };
+            filter = if negate {
+                filter.and_not(condition)
+            } else {
+                filter.and(condition)
+            };
+        }
+        Ok(filter)
+    }
+}
+
+/// Stores chunks with their vectors and finds the nearest ones.
+///
+/// ```
+/// use std::sync::Mutex;
+/// use async_trait::async_trait;
+/// use kb_core::{Chunk, Filter, Result, ScoredChunk, VectorStore};
+///
+/// /// Brute-force dot-product search over a vector in memory.
+/// #[derive(Default)]
+/// struct Flat(Mutex<Vec<(Chunk, Vec<f32>)>>);
+///
+/// #[async_trait]
+/// impl VectorStore for Flat {
+///     async fn upsert(&self, chunks: &[Chunk], vectors: &[Vec<f32>]) -> Result<()> {
+///         let mut points = self.0.lock().unwrap();
+///         for (chunk, vector) in chunks.iter().zip(vectors) {
+///             points.retain(|(c, _)| c.id != chunk.id);
+///             points.push((chunk.clone(), vector.clone()));
+///         }
+///         Ok(())
+///     }
+///     async fn delete(&self, ids: &[String]) -> Result<()> {
+///         self.0.lock().unwrap().retain(|(c, _)| !ids.contains(&c.id));
+///         Ok(())
+///     }
+///     async fn search(&self, query: &[f32], k: usize, filter: Option<&Filter>) -> Result<Vec<ScoredChunk>> {
+///         let points = self.0.lock().unwrap();
+///         let mut hits: Vec<ScoredChunk> = points
+///             .iter()
+///             .filter(|(c, _)| filter.is_none_or(|f| f.matches(&c.metadata)))
+///             .map(|(c, v)| ScoredChunk { chunk: c.clone(), score: v.iter().zip(query).map(|(a, b)| a * b).sum() })
+///             .collect();
+///         hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+///         hits.truncate(k);
+///         Ok(hits)
+///     }
+///     async fn count(&self) -> Result<usize> {
+///         Ok(self.0.lock().unwrap().len())
+///     }
+/// }
+///
+/// # futures::executor::block_on(async {
+/// let store = Flat::default();
+/// store.upsert(&[Chunk::new("a", 0, "x"), Chunk::new("b", 0, "y")], &[vec![1.0, 0.0], vec![0.0, 1.0]]).await?;
+/// let hits = store.search(&[0.9, 0.1], 1, None).await?;
+/// assert_eq!(hits[0].chunk.doc_id, "a");
+/// # Ok::<(), kb_core::Error>(())
+/// # }).unwrap();
+/// ```
+#[async_trait]
+pub trait VectorStore: Send + Sync {
+    /// Inserts or replaces chunks (by [`Chunk::id`]) with their vectors;
+    /// `vectors[i]` belongs to `chunks[i]`.
+    async fn upsert(&self, chunks: &[Chunk], vectors: &[Vec<f32>]) -> Result<()>;
+
+    /// Removes chunks by id; unknown ids are ignored.
+    async fn delete(&self, ids: &[String]) -> Result<()>;
+
+    /// The `k` chunks nearest to `query` that pass `filter`, best first.
+    async fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        filter: Option<&Filter>,
+    ) -> Result<Vec<ScoredChunk>>;
+
+    /// How many chunks the store holds.
+    async fn count(&self) -> Result<usize>;
+}
+
+#[async_trait]
+impl<T: VectorStore + ?Sized> VectorStore for Arc<T> {
+    async fn upsert(&self, chunks: &[Chunk], vectors: &[Vec<f32>]) -> Result<()> {
+        (**self).upsert(chunks, vectors).await
+    }
+    async fn delete(&self, ids: &[String]) -> Result<()> {
+        (**self).delete(ids).await
+    }
+    async fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        filter: Option<&Filter>,
+    ) -> Result<Vec<ScoredChunk>> {
+        (**self).search(query, k, filter).await
+    }
+    async fn count(&self) -> Result<usize> {
+        (**self).count().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(pairs: &[(&str, Value)]) -> Metadata {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn parses_and_matches_filters() {
+        let filter: Filter = "source=a.md|b.md, lang!=en, year=2024"
+            .parse()
+            .expect("parse");
+        assert_eq!(filter.must.len(), 2);
+        assert_eq!(filter.must_not.len(), 1);
+        let ok = meta(&[
+            ("source", "b.md".into()),
+            ("lang", "zh".into()),
+            ("year", 2024.into()),
+        ]);
+        assert!(filter.matches(&ok));
+        let wrong_lang = meta(&[
+            ("source", "b.md".into()),
+            ("lang", "en".into()),
+            ("year", 2024.into()),
+        ]);
+        assert!(!filter.matches(&wrong_lang));
+        let missing = meta(&[("source", "b.md".into())]);
+        assert!(!filter.matches(&missing));
+    }
+
+    #[test]
+    fn array_fields_match_any_element() {
+        let filter = Filter::equals("tags", "rag");
+        assert!(filter.matches(&meta(&[("tags", serde_json::json!(["llm", "rag"]))])));
+        assert!(!filter.matches(&meta(&[("tags", serde_json::json!(["llm"]))])));
+    }
+
+    #[test]
+    fn rejects_malformed_filters() {
+        assert!("source".parse::<Filter>().is_err());
+        assert!("=x".parse::<Filter>().is_err());
+        assert!("".parse::<Filter>().expect("empty").is_empty());
+    }
+}

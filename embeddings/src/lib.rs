@@ -1,0 +1,1 @@
+//! Local BERT-family embedders (candle) and remote OpenAI-compatible embeddings.

@@ -1,0 +1,1 @@
+//! Loaders, splitters, vector stores, BM25 and hybrid retrieval: the knowledge base.
