@@ -16,6 +16,8 @@
 //! - [`PromptTemplate`], [`ChatPromptTemplate`], [`FewShotPromptTemplate`]:
 //!   Jinja templates (minijinja) that refuse missing variables.
 //! - [`models`]: fetching the default model weights from the package registry.
+//! - [`Worker`]: the thread a loaded model runs on, so async callers queue
+//!   instead of blocking the runtime.
 //! - [`Error`]: the one error type; other kb crates convert into it.
 //!
 //! # Example
@@ -64,6 +66,7 @@ mod retriever;
 mod runnable;
 mod tool;
 mod vector_store;
+mod worker;
 
 pub use chat_model::ChatModel;
 pub use document::{Chunk, Document, Metadata, ScoredChunk};
@@ -85,3 +88,4 @@ pub use runnable::{
 };
 pub use tool::{Tool, ToolSpec};
 pub use vector_store::{Condition, Filter, VectorStore};
+pub use worker::Worker;

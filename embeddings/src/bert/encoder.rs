@@ -1,0 +1,665 @@
+//! A BERT encoder for the CPU, written for throughput: the sequences of a batch
+//! are packed end to end with no padding, every projection is one large matrix
+//! product over all packed tokens (query, key and value fused into one),
+//! attention runs per sequence and head on strided views without copies, and
+//! the element-wise work (GELU, softmax, layer norm) is spread over the cores.
+
+use std::collections::HashMap;
+
+use gemm::{Parallelism, gemm};
+use rayon::prelude::*;
+
+use crate::bert::Pooling;
+use crate::error::{Error, Result};
+
+/// The shape of a BERT encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shape {
+    pub(crate) vocab: usize,
+    pub(crate) hidden: usize,
+    pub(crate) heads: usize,
+    pub(crate) intermediate: usize,
+    pub(crate) layers: usize,
+    pub(crate) positions: usize,
+    pub(crate) type_vocab: usize,
+}
+
+/// A row-major matrix `rows × cols`.
+#[derive(Debug, Clone)]
+pub(crate) struct Matrix {
+    data: Vec<f32>,
+    rows: usize,
+    cols: usize,
+}
+
+struct Linear {
+    /// `out × in`, row-major, as stored in checkpoints.
+    weight: Matrix,
+    bias: Vec<f32>,
+}
+
+struct Norm {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+struct Layer {
+    /// Query, key and value stacked: `3·hidden × hidden`.
+    qkv: Linear,
+    attention_out: Linear,
+    attention_norm: Norm,
+    up: Linear,
+    down: Linear,
+    output_norm: Norm,
+}
+
+/// A loaded BERT encoder.
+pub(crate) struct Encoder {
+    shape: Shape,
+    eps: f32,
+    word: Matrix,
+    position: Matrix,
+    token_type: Matrix,
+    embedding_norm: Norm,
+    layers: Vec<Layer>,
+}
+
+/// Named f32 tensors, as read from a checkpoint: `name → (data, dims)`.
+pub(crate) type Tensors = HashMap<String, (Vec<f32>, Vec<usize>)>;
+
+struct Loader<'a> {
+    tensors: &'a mut Tensors,
+    prefix: &'static str,
+}
+
+impl Loader<'_> {
+    fn take(&mut self, names: &[&str], dims: &[usize]) -> Result<Vec<f32>> {
+        for name in names {
+            let full = format!("{}{name}", self.prefix);
+            if let Some((data, found)) = self.tensors.remove(&full) {
+                let expected: usize = dims.iter().product();
+                if data.len() != expected {
+                    return Err(Error::InvalidSetting(format!(
+                        "tensor {full} has shape {found:?}, the config implies {dims:?}; the weights do not fit config.json"
+                    )));
+                }
+                return Ok(data);
+            }
+        }
+        Err(Error::InvalidSetting(format!(
+            "tensor {}{} is missing; the weights do not fit config.json",
+            self.prefix, names[0]
+        )))
+    }
+
+    fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+        Ok(Matrix {
+            data: self.take(&[name], &[rows, cols])?,
+            rows,
+            cols,
+        })
+    }
+
+    fn linear(&mut self, name: &str, out: usize, inp: usize) -> Result<Linear> {
+        Ok(Linear {
+            weight: self.matrix(&format!("{name}.weight"), out, inp)?,
+            bias: self.take(&[&format!("{name}.bias")], &[out])?,
+        })
+    }
+
+    fn norm(&mut self, name: &str, size: usize) -> Result<Norm> {
+        Ok(Norm {
+            weight: self.take(
+                &[&format!("{name}.weight"), &format!("{name}.gamma")],
+                &[size],
+            )?,
+            bias: self.take(&[&format!("{name}.bias"), &format!("{name}.beta")], &[size])?,
+        })
+    }
+}
+
+impl Encoder {
+    /// Builds the encoder from checkpoint tensors (Hugging Face BERT names,
+    /// with or without a `bert.` prefix).
+    pub(crate) fn from_tensors(shape: Shape, eps: f64, mut tensors: Tensors) -> Result<Self> {
+        if shape.heads == 0 || !shape.hidden.is_multiple_of(shape.heads) {
+            return Err(Error::InvalidSetting(format!(
+                "hidden size {} is not a multiple of {} attention heads",
+                shape.hidden, shape.heads
+            )));
+        }
+        let prefix = if tensors.contains_key("bert.embeddings.word_embeddings.weight") {
+            "bert."
+        } else {
+            ""
+        };
+        let mut load = Loader {
+            tensors: &mut tensors,
+            prefix,
+        };
+        let h = shape.hidden;
+        let word = load.matrix("embeddings.word_embeddings.weight", shape.vocab, h)?;
+        let position = load.matrix("embeddings.position_embeddings.weight", shape.positions, h)?;
+        let token_type = load.matrix(
+            "embeddings.token_type_embeddings.weight",
+            shape.type_vocab,
+            h,
+        )?;
+        let embedding_norm = load.norm("embeddings.LayerNorm", h)?;
+        let mut layers = Vec::with_capacity(shape.layers);
+        for i in 0..shape.layers {
+            let base = format!("encoder.layer.{i}");
+            let q = load.linear(&format!("{base}.attention.self.query"), h, h)?;
+            let k = load.linear(&format!("{base}.attention.self.key"), h, h)?;
+            let v = load.linear(&format!("{base}.attention.self.value"), h, h)?;
+            let qkv = Linear {
+                weight: Matrix {
+                    data: [q.weight.data, k.weight.data, v.weight.data].concat(),
+                    rows: 3 * h,
+                    cols: h,
+                },
+                bias: [q.bias, k.bias, v.bias].concat(),
+            };
+            layers.push(Layer {
+                qkv,
+                attention_out: load.linear(&format!("{base}.attention.output.dense"), h, h)?,
+                attention_norm: load.norm(&format!("{base}.attention.output.LayerNorm"), h)?,
+                up: load.linear(&format!("{base}.intermediate.dense"), shape.intermediate, h)?,
+                down: load.linear(&format!("{base}.output.dense"), h, shape.intermediate)?,
+                output_norm: load.norm(&format!("{base}.output.LayerNorm"), h)?,
+            });
+        }
+        Ok(Encoder {
+            shape,
+            eps: eps as f32,
+            word,
+            position,
+            token_type,
+            embedding_norm,
+            layers,
+        })
+    }
+
+    /// Encodes the sequences (token ids, special tokens included) and pools each
+    /// into one vector (`normalize`: scaled to unit length).
+    pub(crate) fn embed(
+        &self,
+        sequences: &[&[u32]],
+        pooling: Pooling,
+        normalize: bool,
+    ) -> Result<Vec<Vec<f32>>> {
+        let h = self.shape.hidden;
+        let mut offsets = Vec::with_capacity(sequences.len() + 1);
+        offsets.push(0);
+        for seq in sequences {
+            if seq.len() > self.shape.positions {
+                return Err(Error::InvalidSetting(format!(
+                    "a sequence of {} tokens exceeds the model's {} positions",
+                    seq.len(),
+                    self.shape.positions
+                )));
+            }
+            if let Some(bad) = seq.iter().find(|&&id| id as usize >= self.shape.vocab) {
+                return Err(Error::Tokenizer(format!(
+                    "token id {bad} is outside the model's vocabulary of {}",
+                    self.shape.vocab
+                )));
+            }
+            offsets.push(offsets.last().copied().unwrap_or(0) + seq.len());
+        }
+        let tokens = offsets.last().copied().unwrap_or(0);
+        if tokens == 0 {
+            return Ok(vec![vec![0.0; h]; sequences.len()]);
+        }
+
+        let mut x = self.embeddings(sequences, tokens);
+        let mut qkv = vec![0f32; tokens * 3 * h];
+        let mut context = vec![0f32; tokens * h];
+        let mut inter = vec![0f32; tokens * self.shape.intermediate];
+        for layer in &self.layers {
+            linear(&x, tokens, &layer.qkv, &mut qkv, Init::Bias);
+            self.attention(&qkv, &offsets, &mut context);
+            // x ← layer_norm(x + context·Woᵀ + b), accumulated in place.
+            linear(
+                &context,
+                tokens,
+                &layer.attention_out,
+                &mut x,
+                Init::AddBias,
+            );
+            layer_norm(&mut x, h, &layer.attention_norm, self.eps);
+            linear(&x, tokens, &layer.up, &mut inter, Init::Bias);
+            gelu(&mut inter);
+            linear(&inter, tokens, &layer.down, &mut x, Init::AddBias);
+            layer_norm(&mut x, h, &layer.output_norm, self.eps);
+        }
+
+        Ok(offsets
+            .windows(2)
+            .map(|w| {
+                let rows = &x[w[0] * h..w[1] * h];
+                let mut v = pool(rows, h, pooling);
+                if normalize {
+                    let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-12);
+                    v.iter_mut().for_each(|a| *a /= norm);
+                }
+                v
+            })
+            .collect())
+    }
+
+    fn embeddings(&self, sequences: &[&[u32]], tokens: usize) -> Vec<f32> {
+        let h = self.shape.hidden;
+        let mut x = vec![0f32; tokens * h];
+        let rows: Vec<(u32, usize)> = sequences
+            .iter()
+            .flat_map(|seq| seq.iter().enumerate().map(|(pos, &id)| (id, pos)))
+            .collect();
+        let type_row = &self.token_type.data[..h];
+        x.par_chunks_mut(h)
+            .zip(rows.par_iter())
+            .for_each(|(out, &(id, pos))| {
+                let word = &self.word.data[id as usize * h..(id as usize + 1) * h];
+                let position = &self.position.data[pos * h..(pos + 1) * h];
+                for i in 0..h {
+                    out[i] = word[i] + position[i] + type_row[i];
+                }
+            });
+        layer_norm(&mut x, h, &self.embedding_norm, self.eps);
+        x
+    }
+
+    /// Multi-head self-attention of each sequence over itself, reading Q, K and
+    /// V from the packed `qkv` rows and writing heads side by side into `out`.
+    fn attention(&self, qkv: &[f32], offsets: &[usize], out: &mut [f32]) {
+        let h = self.shape.hidden;
+        let heads = self.shape.heads;
+        let d = h / heads;
+        let scale = 1.0 / (d as f32).sqrt();
+        let tasks: Vec<(usize, usize, usize)> = offsets
+            .windows(2)
+            .flat_map(|w| (0..heads).map(move |head| (w[0], w[1] - w[0], head)))
+            .collect();
+        let out_ptr = SyncPtr(out.as_mut_ptr());
+        tasks
+            .par_iter()
+            .for_each_init(Vec::new, |scores: &mut Vec<f32>, &(start, len, head)| {
+                scores.clear();
+                scores.resize(len * len, 0.0);
+                let row = 3 * h;
+                let q = &qkv[start * row + head * d..];
+                let k = &qkv[start * row + h + head * d..];
+                let v = &qkv[start * row + 2 * h + head * d..];
+                // SAFETY: the views stay inside `qkv` (len rows of `row` floats from
+                // `start`) and `scores` (len × len); no other thread writes them.
+                unsafe {
+                    gemm(
+                        len,
+                        len,
+                        d,
+                        scores.as_mut_ptr(),
+                        1,
+                        len as isize,
+                        false,
+                        q.as_ptr(),
+                        1,
+                        row as isize,
+                        k.as_ptr(),
+                        row as isize,
+                        1,
+                        0.0,
+                        scale,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
+                }
+                for r in scores.chunks_mut(len) {
+                    softmax(r);
+                }
+                // SAFETY: each task writes its own sequence rows × head columns of
+                // `out`, disjoint from every other task's; `v` and `scores` as above.
+                unsafe {
+                    let dst = out_ptr.get().add(start * h + head * d);
+                    gemm(
+                        len,
+                        d,
+                        len,
+                        dst,
+                        1,
+                        h as isize,
+                        false,
+                        scores.as_ptr(),
+                        1,
+                        len as isize,
+                        v.as_ptr(),
+                        1,
+                        row as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
+                }
+            });
+    }
+}
+
+/// A raw pointer that tasks writing disjoint regions may share.
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut f32);
+// SAFETY: only used for disjoint writes, see `Encoder::attention`.
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+
+impl SyncPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// What `out` starts from before [`linear`] adds `input · Wᵀ` to it.
+#[derive(Clone, Copy)]
+enum Init {
+    /// The bias: `out = input · Wᵀ + b`.
+    Bias,
+    /// Its current value plus the bias (a residual connection):
+    /// `out = out + input · Wᵀ + b`.
+    AddBias,
+}
+
+/// `out = input · Wᵀ + bias`, or added to `out`, for `tokens` rows of `input`.
+fn linear(input: &[f32], tokens: usize, layer: &Linear, out: &mut [f32], init: Init) {
+    let (n, k) = (layer.weight.rows, layer.weight.cols);
+    debug_assert_eq!(input.len(), tokens * k);
+    debug_assert_eq!(out.len(), tokens * n);
+    out.par_chunks_mut(n).for_each(|row| match init {
+        Init::Bias => row.copy_from_slice(&layer.bias),
+        Init::AddBias => row.iter_mut().zip(&layer.bias).for_each(|(o, b)| *o += b),
+    });
+    if tokens <= SKINNY_TOKENS {
+        skinny(input, tokens, k, &layer.weight.data, n, out);
+        return;
+    }
+    // Splitting a short input over threads costs more than it saves.
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 && tokens >= 32 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: `input` is tokens × k, the weight n × k (read transposed through
+    // its strides), `out` tokens × n; all row-major and in bounds.
+    unsafe {
+        gemm(
+            tokens,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            input.as_ptr(),
+            1,
+            k as isize,
+            layer.weight.data.as_ptr(),
+            k as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// Up to this many rows, [`linear`] streams the weights once through dot
+/// products instead of calling the blocked GEMM, whose packing of the whole
+/// weight matrix dominates for a short query.
+const SKINNY_TOKENS: usize = 16;
+
+/// `out += input · Wᵀ` for a few rows: each weight row is read once and dotted
+/// with every input row; blocks of weight rows are spread over the threads.
+fn skinny(input: &[f32], tokens: usize, k: usize, weight: &[f32], n: usize, out: &mut [f32]) {
+    const BLOCK: usize = 32;
+    let blocks: Vec<Vec<f32>> = weight
+        .par_chunks(BLOCK * k)
+        .map(|rows| {
+            let mut partial = vec![0f32; tokens * (rows.len() / k)];
+            skinny_block(input, tokens, k, rows, &mut partial);
+            partial
+        })
+        .collect();
+    for (b, partial) in blocks.iter().enumerate() {
+        let width = partial.len() / tokens.max(1);
+        for t in 0..tokens {
+            let dst = &mut out[t * n + b * BLOCK..t * n + b * BLOCK + width];
+            dst.iter_mut()
+                .zip(&partial[t * width..(t + 1) * width])
+                .for_each(|(o, p)| *o += p);
+        }
+    }
+}
+
+fn skinny_block(input: &[f32], tokens: usize, k: usize, rows: &[f32], partial: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        fn fast(input: &[f32], tokens: usize, k: usize, rows: &[f32], partial: &mut [f32]) {
+            skinny_block_generic(input, tokens, k, rows, partial)
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the features `fast` was compiled for are present.
+            unsafe { fast(input, tokens, k, rows, partial) };
+            return;
+        }
+    }
+    skinny_block_generic(input, tokens, k, rows, partial)
+}
+
+#[inline(always)]
+fn skinny_block_generic(input: &[f32], tokens: usize, k: usize, rows: &[f32], partial: &mut [f32]) {
+    let width = rows.len() / k;
+    for (j, w) in rows.chunks_exact(k).enumerate() {
+        for t in 0..tokens {
+            partial[t * width + j] = dot(&input[t * k..(t + 1) * k], w);
+        }
+    }
+}
+
+/// A dot product with 16 independent accumulators, so that it vectorises.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let mut a_chunks = a.chunks_exact(16);
+    let mut b_chunks = b.chunks_exact(16);
+    for (x, y) in (&mut a_chunks).zip(&mut b_chunks) {
+        for l in 0..16 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let tail: f32 = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+fn layer_norm(x: &mut [f32], width: usize, norm: &Norm, eps: f32) {
+    x.par_chunks_mut(width).for_each(|row| {
+        let mean = row.iter().sum::<f32>() / width as f32;
+        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / width as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        for ((v, w), b) in row.iter_mut().zip(&norm.weight).zip(&norm.bias) {
+            *v = (*v - mean) * inv * w + b;
+        }
+    });
+}
+
+/// Runs `$body` (a function of a mutable f32 slice) compiled for AVX2+FMA
+/// when the processor has them, otherwise for the baseline target.
+macro_rules! with_simd {
+    ($body:ident, $data:expr) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2,fma")]
+            fn fast(data: &mut [f32]) {
+                $body(data)
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                // SAFETY: the features `fast` was compiled for are present.
+                unsafe { fast($data) }
+            } else {
+                $body($data)
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            $body($data)
+        }
+    }};
+}
+
+fn softmax(row: &mut [f32]) {
+    with_simd!(softmax_generic, row)
+}
+
+#[inline(always)]
+fn softmax_generic(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in row.iter_mut() {
+        *v = fast_exp(*v - max);
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// GELU in its exact erf form, `x/2 · (1 + erf(x/√2))`, in place.
+fn gelu(x: &mut [f32]) {
+    x.par_chunks_mut(4096)
+        .for_each(|chunk| with_simd!(gelu_generic, chunk));
+}
+
+#[inline(always)]
+fn gelu_generic(chunk: &mut [f32]) {
+    for v in chunk {
+        *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
+    }
+}
+
+/// erf(x) with absolute error below 5·10⁻⁷ (Abramowitz & Stegun 7.1.26 with a
+/// fast exponential); branch-free so that loops over it vectorise.
+#[inline(always)]
+fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = t
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    let y = 1.0 - poly * fast_exp(-a * a);
+    y.copysign(x)
+}
+
+/// e^x for x ≤ 0 down to underflow, relative error about 10⁻⁷, branch-free.
+#[inline(always)]
+fn fast_exp(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    // Round to nearest by adding and subtracting 1.5·2²³ (no libm call).
+    const SHIFT: f32 = 12_582_912.0;
+    let n = (x * std::f32::consts::LOG2_E + SHIFT) - SHIFT;
+    let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (0.166_666_67
+                    + r * (0.041_666_41 + r * (0.008_333_452 + r * 0.001_394_978_6)))));
+    f32::from_bits(((n as i32 + 127) as u32) << 23) * p
+}
+
+fn pool(rows: &[f32], width: usize, pooling: Pooling) -> Vec<f32> {
+    let count = rows.len() / width;
+    match pooling {
+        Pooling::Cls => rows[..width].to_vec(),
+        Pooling::Mean => {
+            let mut sum = vec![0f32; width];
+            for row in rows.chunks(width) {
+                sum.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+            }
+            sum.iter_mut().for_each(|s| *s /= count as f32);
+            sum
+        }
+        Pooling::Max => {
+            let mut max = vec![f32::NEG_INFINITY; width];
+            for row in rows.chunks(width) {
+                max.iter_mut().zip(row).for_each(|(m, v)| *m = m.max(*v));
+            }
+            max
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_math_is_accurate() {
+        let mut worst = 0f64;
+        for i in -2000..=2000 {
+            let x = i as f32 / 200.0;
+            let exact = libm_erf(x as f64);
+            worst = worst.max((erf(x) as f64 - exact).abs());
+            assert!(
+                (erf(x) as f64 - exact).abs() < 5e-7,
+                "erf({x}): {} vs {exact}",
+                erf(x)
+            );
+            if x <= 0.0 {
+                let e = (x as f64).exp();
+                assert!(((fast_exp(x) as f64 - e) / e).abs() < 3e-7, "exp({x})");
+            }
+        }
+        assert!(fast_exp(-200.0) < 1e-37);
+        println!("worst erf error {worst:e}");
+    }
+
+    /// erf by its Taylor series (|x| ≤ 3) or continued fraction, in f64.
+    fn libm_erf(x: f64) -> f64 {
+        if x.abs() > 3.0 {
+            // erfc(x) ≈ e^{-x²}/(x√π) · (1 - 1/(2x²) + 3/(4x⁴)) — enough beyond 3.
+            let a = x.abs();
+            let erfc = (-a * a).exp() / (a * std::f64::consts::PI.sqrt())
+                * (1.0 - 1.0 / (2.0 * a * a) + 3.0 / (4.0 * a.powi(4)));
+            return (1.0 - erfc).copysign(x);
+        }
+        let mut sum = 0.0;
+        let mut term = x;
+        let mut n = 0.0;
+        while term.abs() > 1e-17 {
+            sum += term / (2.0 * n + 1.0);
+            n += 1.0;
+            term *= -x * x / n;
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    #[test]
+    fn pooling_of_packed_rows() {
+        let rows = [1.0, 2.0, 3.0, -4.0];
+        assert_eq!(pool(&rows, 2, Pooling::Mean), [2.0, -1.0]);
+        assert_eq!(pool(&rows, 2, Pooling::Cls), [1.0, 2.0]);
+        assert_eq!(pool(&rows, 2, Pooling::Max), [3.0, 2.0]);
+    }
+}
