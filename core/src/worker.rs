@@ -112,11 +112,7 @@ mod tests {
                 result.expect("job");
             }
             assert_eq!(*log.lock().expect("lock"), vec![0, 1, 2, 3, 4]);
-            let err = worker
-                .run(|| panic!("boom"))
-                .await
-                .map(|()| ())
-                .unwrap_err();
+            let err = worker.run::<(), _>(|| panic!("boom")).await.unwrap_err();
             assert!(err.to_string().contains("boom"), "{err}");
             assert_eq!(worker.run(|| 1).await.expect("still serving"), 1);
         });
