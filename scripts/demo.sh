@@ -20,4 +20,7 @@ step "kb models list"
 step "kb config show"
 "$kb" config show
 
+step "kb embed"
+"$kb" embed "kb answers questions from your documents." "kb répond aux questions à partir de vos documents."
+
 printf '\nkb is ready: %s --help\n' "$kb" >&2

@@ -11,6 +11,8 @@ cargo fmt --all -- --check
 
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Optional backends that need no external toolchain must at least build.
+cargo clippy -p kb-embeddings --features fastembed --all-targets --locked -- -D warnings
 
 step "fetching models (cached after the first run)"
 cargo run --quiet --locked -p kb-cli -- models fetch

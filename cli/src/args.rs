@@ -20,6 +20,7 @@ Getting started:
   kb models fetch          download the default chat model and embedder (once)
   kb models list           show the models kb knows and where they are
   kb config show           show the effective settings and where each comes from
+  kb embed \"some text\"     print the text's embedding vector
 
 Settings come from flags, then KB_* environment variables, then kb.toml in the
 knowledge-base directory (or --config FILE), then defaults."
@@ -81,6 +82,29 @@ pub enum Command {
     /// Inspect the configuration
     #[command(subcommand)]
     Config(ConfigCommand),
+
+    /// Print the embedding vectors of texts, for inspection and scripts
+    ///
+    /// Uses the configured embedder (--embedder NAME|DIR). Texts are embedded
+    /// as passages, or as queries with --query (the two differ for models with
+    /// query instructions or prefixes, such as BGE and E5).
+    #[command(after_help = "\
+Examples:
+  kb embed \"The cat sits on the mat.\"
+  kb embed --query --json \"what is attention?\" | jq '.[0].embedding | length'
+  cat sentences.txt | kb embed --json          one text per line from stdin")]
+    Embed {
+        /// Texts to embed; none reads one text per line from standard input
+        texts: Vec<String>,
+
+        /// Embed as search queries instead of passages
+        #[arg(long)]
+        query: bool,
+
+        /// Print JSON: an array of objects with `text` and `embedding`
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -50,6 +50,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Config(ConfigCommand::Show { json }) => {
             commands::config::show(&config, json, &mut out)
         }
+        Command::Embed { texts, query, json } => {
+            commands::embed::run(&config, texts, query, json, &mut out)
+        }
     }?;
     out.flush()?;
     Ok(())

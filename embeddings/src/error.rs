@@ -55,6 +55,9 @@ pub enum Error {
         /// What it produced.
         got: usize,
     },
+    /// A remote embedding server failed or answered something unusable.
+    #[error("remote embeddings: {0}")]
+    Remote(String),
     /// A setting is out of range.
     #[error("invalid setting: {0}")]
     InvalidSetting(String),

@@ -5,6 +5,10 @@
 //!   locally on candle, with mean, CLS or max [`Pooling`], optional L2
 //!   normalisation, query/passage prefixes, and length-sorted batches padded only
 //!   to their longest input.
+//! - `OpenAiEmbeddings` (feature `remote`, on by default): any server that
+//!   speaks OpenAI's `/v1/embeddings`.
+//! - `FastEmbedder` (feature `fastembed`): ONNX models on disk through
+//!   fastembed, with onnxruntime loaded at run time.
 //! - Every embedder implements [`kb_core::Embedder`].
 //!
 //! ```no_run
@@ -21,7 +25,15 @@
 
 mod bert;
 mod error;
+#[cfg(feature = "fastembed")]
+mod fastembed;
+#[cfg(feature = "remote")]
+mod openai;
 
 pub use bert::{BertEmbedder, BertEmbedderBuilder, Pooling, default_device};
 pub use candle_core::Device;
 pub use error::{Error, Result};
+#[cfg(feature = "fastembed")]
+pub use fastembed::FastEmbedder;
+#[cfg(feature = "remote")]
+pub use openai::{OpenAiEmbeddings, OpenAiEmbeddingsBuilder};

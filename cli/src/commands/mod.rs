@@ -1,6 +1,7 @@
 //! One module per command group; each renders to the writer it is given.
 
 pub mod config;
+pub mod embed;
 pub mod models;
 
 /// `1234567` → `1.2 MB`.

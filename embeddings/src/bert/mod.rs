@@ -1,7 +1,7 @@
 //! [`BertEmbedder`]: a BERT-family sentence embedder on candle.
 
 mod encoder;
-mod model_dir;
+pub(crate) mod model_dir;
 mod pooling;
 
 use std::path::{Path, PathBuf};
@@ -166,7 +166,7 @@ impl BertEmbedderBuilder {
         let position_limit = model_dir.config.max_position_embeddings;
         let max_length = self
             .max_length
-            .or(model_dir.max_length)
+            .or(model_dir.usage.max_length)
             .unwrap_or(position_limit)
             .min(position_limit);
         if max_length < 2 {
@@ -174,10 +174,15 @@ impl BertEmbedderBuilder {
                 "max_length must leave room for the special tokens, got {max_length}"
             )));
         }
-        let pooling = self.pooling.or(model_dir.pooling).unwrap_or(Pooling::Mean);
-        let normalize = self.normalize.or(model_dir.normalize).unwrap_or(true);
-        let query_prefix = self.query_prefix.or(model_dir.query_prefix.clone());
-        let passage_prefix = self.passage_prefix.or(model_dir.passage_prefix.clone());
+        let pooling = self
+            .pooling
+            .or(model_dir.usage.pooling)
+            .unwrap_or(Pooling::Mean);
+        let normalize = self.normalize.or(model_dir.usage.normalize).unwrap_or(true);
+        let query_prefix = self.query_prefix.or(model_dir.usage.query_prefix.clone());
+        let passage_prefix = self
+            .passage_prefix
+            .or(model_dir.usage.passage_prefix.clone());
 
         let tokenizer_bytes =
             std::fs::read(&model_dir.tokenizer_path).at("reading", &model_dir.tokenizer_path)?;

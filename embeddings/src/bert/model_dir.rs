@@ -19,6 +19,13 @@ pub(crate) struct ModelDir {
     pub(crate) config_text: String,
     pub(crate) tokenizer_path: PathBuf,
     pub(crate) weights_path: PathBuf,
+    pub(crate) usage: Usage,
+}
+
+/// How sentence-transformers says to use a model: what its files in the
+/// model directory give, each `None` when not said.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Usage {
     pub(crate) pooling: Option<Pooling>,
     pub(crate) normalize: Option<bool>,
     pub(crate) max_length: Option<usize>,
@@ -57,7 +64,7 @@ fn read_json(path: &Path) -> Result<Option<Value>> {
         })
 }
 
-fn required(dir: &Path, name: &str, hint: &str) -> Result<PathBuf> {
+pub(crate) fn required(dir: &Path, name: &str, hint: &str) -> Result<PathBuf> {
     let path = dir.join(name);
     if path.is_file() {
         Ok(path)
@@ -112,27 +119,23 @@ impl ModelDir {
                 message: format!("not a BERT config: {e}"),
             })?;
 
-        let mut model = ModelDir {
+        Ok(ModelDir {
             dir: dir.into(),
             config,
             config_text,
             tokenizer_path,
             weights_path,
-            pooling: None,
-            normalize: None,
-            max_length: None,
-            query_prefix: None,
-            passage_prefix: None,
-        };
-        model.read_sentence_transformers()?;
-        Ok(model)
+            usage: Usage::read(dir)?,
+        })
     }
+}
 
-    /// `modules.json` (pooling and normalisation modules),
+impl Usage {
+    /// Reads `modules.json` (pooling and normalisation modules),
     /// `sentence_bert_config.json` (max length) and
-    /// `config_sentence_transformers.json` (query/passage prompts).
-    fn read_sentence_transformers(&mut self) -> Result<()> {
-        let dir = self.dir.clone();
+    /// `config_sentence_transformers.json` (query/passage prompts) in `dir`.
+    pub(crate) fn read(dir: &Path) -> Result<Self> {
+        let mut usage = Usage::default();
         let mut pooling_dir = dir.join("1_Pooling");
         if let Some(modules) = read_json(&dir.join("modules.json"))? {
             let modules: Vec<ModuleEntry> =
@@ -140,7 +143,7 @@ impl ModelDir {
                     path: dir.join("modules.json"),
                     message: format!("not a sentence-transformers module list: {e}"),
                 })?;
-            self.normalize = Some(modules.iter().any(|m| m.kind.ends_with(".Normalize")));
+            usage.normalize = Some(modules.iter().any(|m| m.kind.ends_with(".Normalize")));
             if let Some(pooling) = modules.iter().find(|m| m.kind.ends_with(".Pooling")) {
                 pooling_dir = dir.join(&pooling.path);
             }
@@ -152,7 +155,7 @@ impl ModelDir {
                     path: pooling_path.clone(),
                     message: format!("not a pooling config: {e}"),
                 })?;
-            self.pooling = match (
+            usage.pooling = match (
                 pooling.pooling_mode_cls_token,
                 pooling.pooling_mode_mean_tokens,
                 pooling.pooling_mode_max_tokens,
@@ -169,7 +172,7 @@ impl ModelDir {
             };
         }
         if let Some(st) = read_json(&dir.join("sentence_bert_config.json"))? {
-            self.max_length = st
+            usage.max_length = st
                 .get("max_seq_length")
                 .and_then(Value::as_u64)
                 .map(|n| n as usize);
@@ -182,9 +185,9 @@ impl ModelDir {
                     .filter(|s| !s.is_empty())
                     .map(String::from)
             };
-            self.query_prefix = prompt("query");
-            self.passage_prefix = prompt("passage").or_else(|| prompt("document"));
+            usage.query_prefix = prompt("query");
+            usage.passage_prefix = prompt("passage").or_else(|| prompt("document"));
         }
-        Ok(())
+        Ok(usage)
     }
 }
