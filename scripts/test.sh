@@ -15,7 +15,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo clippy -p kb-embeddings --features fastembed --all-targets --locked -- -D warnings
 
 step "fetching models (cached after the first run)"
-cargo run --quiet --locked -p kb-cli -- models fetch
+cargo run --quiet --locked -p kb-cli -- models fetch --all
 
 step "cargo test"
 log=$(mktemp)

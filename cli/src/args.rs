@@ -119,10 +119,15 @@ pub enum ModelsCommand {
     #[command(after_help = "\
 Examples:
   kb models fetch                      the configured chat model and embedder
-  kb models fetch all-minilm-l6-v2     one model by name")]
+  kb models fetch all-minilm-l6-v2     one model by name
+  kb models fetch --all                the whole catalog")]
     Fetch {
         /// Models to fetch [default: the configured llm and embedder]
         names: Vec<String>,
+
+        /// Fetch every model of the catalog
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
 
         /// Print a JSON summary instead of text
         #[arg(long)]

@@ -41,8 +41,8 @@ fn run(cli: Cli) -> Result<()> {
     let stdout = io::stdout();
     let mut out = stdout.lock();
     match cli.command {
-        Command::Models(ModelsCommand::Fetch { names, json }) => {
-            commands::models::fetch(&config, &names, json, &mut out)
+        Command::Models(ModelsCommand::Fetch { names, all, json }) => {
+            commands::models::fetch(&config, &names, all, json, &mut out)
         }
         Command::Models(ModelsCommand::List { json }) => {
             commands::models::list(&config, json, &mut out)

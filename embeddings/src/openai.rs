@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 ///     .api_key(std::env::var("KB_API_KEY").ok())
 ///     .build() // asks the server once for the dimension when none is given
 ///     .await?;
-/// let vectors = embedder.embed_documents(&["hello"]).await?;
+/// let vectors = embedder.embed(&["hello"]).await?;
 /// assert_eq!(vectors[0].len(), embedder.dimension());
 /// # Ok(())
 /// # }

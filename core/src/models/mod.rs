@@ -15,5 +15,8 @@ mod catalog;
 mod pip;
 
 pub use cache::{FetchAction, InstalledModel, ModelCache, kb_home};
-pub use catalog::{DEFAULT_EMBEDDER, DEFAULT_LLM, ModelFile, ModelKind, ModelSpec, catalog, find};
+pub use catalog::{
+    DEFAULT_EMBEDDER, DEFAULT_LLM, MULTILINGUAL_EMBEDDER, ModelFile, ModelKind, ModelSpec, catalog,
+    find,
+};
 pub use pip::Pip;

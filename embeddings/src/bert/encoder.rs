@@ -11,6 +11,7 @@ use rayon::prelude::*;
 
 use crate::bert::Pooling;
 use crate::error::{Error, Result};
+use crate::q4_0;
 
 /// The shape of a BERT encoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,15 +58,62 @@ struct Layer {
 pub(crate) struct Encoder {
     shape: Shape,
     eps: f32,
-    word: Matrix,
+    word: Rows,
     position: Matrix,
     token_type: Matrix,
     embedding_norm: Norm,
     layers: Vec<Layer>,
 }
 
-/// Named f32 tensors, as read from a checkpoint: `name → (data, dims)`.
-pub(crate) type Tensors = HashMap<String, (Vec<f32>, Vec<usize>)>;
+/// A tensor's values as a checkpoint stores them.
+pub(crate) enum Weights {
+    /// Plain f32.
+    F32(Vec<f32>),
+    /// ggml Q4_0 blocks along the last dimension.
+    Q4_0(Vec<u8>),
+}
+
+impl Weights {
+    fn len(&self) -> usize {
+        match self {
+            Weights::F32(data) => data.len(),
+            Weights::Q4_0(bytes) => bytes.len() / q4_0::BLOCK_BYTES * q4_0::BLOCK,
+        }
+    }
+
+    fn into_f32(self) -> Vec<f32> {
+        match self {
+            Weights::F32(data) => data,
+            Weights::Q4_0(bytes) => {
+                let mut out = vec![0f32; bytes.len() / q4_0::BLOCK_BYTES * q4_0::BLOCK];
+                q4_0::dequantize(&bytes, &mut out);
+                out
+            }
+        }
+    }
+}
+
+/// Named tensors, as read from a checkpoint.
+pub(crate) type Tensors = HashMap<String, Weights>;
+
+/// An embedding table: rows are looked up, so a quantized table stays
+/// quantized in memory and only the rows used are dequantised.
+enum Rows {
+    F32(Matrix),
+    Q4_0 { bytes: Vec<u8>, cols: usize },
+}
+
+impl Rows {
+    fn row_into(&self, row: usize, out: &mut [f32]) {
+        match self {
+            Rows::F32(m) => out.copy_from_slice(&m.data[row * m.cols..(row + 1) * m.cols]),
+            Rows::Q4_0 { bytes, cols } => {
+                let row_bytes = cols / q4_0::BLOCK * q4_0::BLOCK_BYTES;
+                q4_0::dequantize(&bytes[row * row_bytes..(row + 1) * row_bytes], out);
+            }
+        }
+    }
+}
 
 struct Loader<'a> {
     tensors: &'a mut Tensors,
@@ -74,16 +122,21 @@ struct Loader<'a> {
 
 impl Loader<'_> {
     fn take(&mut self, names: &[&str], dims: &[usize]) -> Result<Vec<f32>> {
+        self.take_raw(names, dims).map(Weights::into_f32)
+    }
+
+    fn take_raw(&mut self, names: &[&str], dims: &[usize]) -> Result<Weights> {
         for name in names {
             let full = format!("{}{name}", self.prefix);
-            if let Some((data, found)) = self.tensors.remove(&full) {
+            if let Some(weights) = self.tensors.remove(&full) {
                 let expected: usize = dims.iter().product();
-                if data.len() != expected {
+                if weights.len() != expected {
                     return Err(Error::InvalidSetting(format!(
-                        "tensor {full} has shape {found:?}, the config implies {dims:?}; the weights do not fit config.json"
+                        "tensor {full} has {} values, the config implies {dims:?}; the weights do not fit config.json",
+                        weights.len()
                     )));
                 }
-                return Ok(data);
+                return Ok(weights);
             }
         }
         Err(Error::InvalidSetting(format!(
@@ -138,7 +191,20 @@ impl Encoder {
             prefix,
         };
         let h = shape.hidden;
-        let word = load.matrix("embeddings.word_embeddings.weight", shape.vocab, h)?;
+        let word = match load.take_raw(&["embeddings.word_embeddings.weight"], &[shape.vocab, h])? {
+            Weights::F32(data) => Rows::F32(Matrix {
+                data,
+                rows: shape.vocab,
+                cols: h,
+            }),
+            Weights::Q4_0(bytes) if h.is_multiple_of(q4_0::BLOCK) => Rows::Q4_0 { bytes, cols: h },
+            Weights::Q4_0(_) => {
+                return Err(Error::InvalidSetting(format!(
+                    "a Q4_0 embedding table needs a hidden size divisible by {}, got {h}",
+                    q4_0::BLOCK
+                )));
+            }
+        };
         let position = load.matrix("embeddings.position_embeddings.weight", shape.positions, h)?;
         let token_type = load.matrix(
             "embeddings.token_type_embeddings.weight",
@@ -259,10 +325,10 @@ impl Encoder {
         x.par_chunks_mut(h)
             .zip(rows.par_iter())
             .for_each(|(out, &(id, pos))| {
-                let word = &self.word.data[id as usize * h..(id as usize + 1) * h];
+                self.word.row_into(id as usize, out);
                 let position = &self.position.data[pos * h..(pos + 1) * h];
                 for i in 0..h {
-                    out[i] = word[i] + position[i] + type_row[i];
+                    out[i] += position[i] + type_row[i];
                 }
             });
         layer_norm(&mut x, h, &self.embedding_norm, self.eps);
@@ -421,7 +487,7 @@ fn linear(input: &[f32], tokens: usize, layer: &Linear, out: &mut [f32], init: I
 /// Up to this many rows, [`linear`] streams the weights once through dot
 /// products instead of calling the blocked GEMM, whose packing of the whole
 /// weight matrix dominates for a short query.
-const SKINNY_TOKENS: usize = 16;
+const SKINNY_TOKENS: usize = 48;
 
 /// `out += input · Wᵀ` for a few rows: each weight row is read once and dotted
 /// with every input row; blocks of weight rows are spread over the threads.

@@ -1,24 +1,24 @@
 //! [`BertEmbedder`]: a BERT-family sentence embedder on candle.
 
-mod encoder;
+pub(crate) mod encoder;
 pub(crate) mod model_dir;
 mod pooling;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::BertModel;
-use kb_core::{Embedder, Worker};
+use kb_core::Embedder;
 use sha2::{Digest, Sha256};
 use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
 
 pub use pooling::Pooling;
 
 use crate::error::{Error, IoContext, Result};
-use encoder::{Encoder, Shape, Tensors};
+use crate::local::{Encode, InputKind, Local};
+use encoder::{Encoder, Shape, Tensors, Weights};
 use model_dir::ModelDir;
 
 /// Sequences per forward pass, at most.
@@ -69,18 +69,18 @@ pub fn default_device() -> Device {
 /// ```
 #[derive(Clone)]
 pub struct BertEmbedder {
-    engine: Arc<Engine>,
-    worker: Arc<Worker>,
+    local: Local<Engine>,
 }
 
 impl std::fmt::Debug for BertEmbedder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let engine = &self.local.engine;
         f.debug_struct("BertEmbedder")
-            .field("id", &self.engine.id)
-            .field("dir", &self.engine.dir)
-            .field("pooling", &self.engine.pooling)
-            .field("normalize", &self.engine.normalize)
-            .field("max_length", &self.engine.max_length)
+            .field("id", &engine.id)
+            .field("dir", &engine.dir)
+            .field("pooling", &engine.pooling)
+            .field("normalize", &engine.normalize)
+            .field("max_length", &engine.max_length)
             .finish_non_exhaustive()
     }
 }
@@ -241,10 +241,7 @@ impl BertEmbedderBuilder {
             batch_tokens: self.batch_tokens,
         };
         Ok(BertEmbedder {
-            engine: Arc::new(engine),
-            worker: Arc::new(
-                Worker::spawn("kb-embedder").map_err(|e| Error::InvalidSetting(e.to_string()))?,
-            ),
+            local: Local::new(engine, "kb-embedder")?,
         })
     }
 }
@@ -272,23 +269,24 @@ impl BertEmbedder {
 
     /// The pooling in use.
     pub fn pooling(&self) -> Pooling {
-        self.engine.pooling
+        self.local.engine.pooling
     }
 
     /// Whether vectors are L2-normalised.
     pub fn normalizes(&self) -> bool {
-        self.engine.normalize
+        self.local.engine.normalize
     }
 
     /// The longest input in tokens; longer inputs are truncated.
     pub fn max_length(&self) -> usize {
-        self.engine.max_length
+        self.local.engine.max_length
     }
 
     /// The token ids the model sees for `text` (special tokens included,
     /// truncated to [`max_length`](Self::max_length), no prefix added).
     pub fn token_ids(&self, text: &str) -> Result<Vec<u32>> {
         let encoding = self
+            .local
             .engine
             .tokenizer
             .encode(text, true)
@@ -298,58 +296,31 @@ impl BertEmbedder {
 
     /// Embeds passages on the calling thread.
     pub fn embed_documents_blocking(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        self.engine
-            .embed(texts, self.engine.passage_prefix.as_deref())
+        self.local.blocking(texts, InputKind::Passage)
     }
 
     /// Embeds a query on the calling thread.
     pub fn embed_query_blocking(&self, text: &str) -> Result<Vec<f32>> {
-        let mut vectors = self
-            .engine
-            .embed(&[text], self.engine.query_prefix.as_deref())?;
-        vectors.pop().ok_or(Error::DimensionMismatch {
-            expected: 1,
-            got: 0,
-        })
+        self.local.blocking_one(text, InputKind::Query)
     }
 }
 
 #[async_trait]
 impl Embedder for BertEmbedder {
     fn id(&self) -> &str {
-        &self.engine.id
+        &self.local.engine.id
     }
 
     fn dimension(&self) -> usize {
-        self.engine.dimension
+        self.local.engine.dimension
     }
 
     async fn embed_documents(&self, texts: &[&str]) -> kb_core::Result<Vec<Vec<f32>>> {
-        if texts.is_empty() {
-            return Ok(Vec::new());
-        }
-        let engine = self.engine.clone();
-        let texts: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
-        let vectors = self
-            .worker
-            .run(move || {
-                let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-                engine.embed(&texts, engine.passage_prefix.as_deref())
-            })
-            .await??;
-        Ok(vectors)
+        self.local.run(texts, InputKind::Passage).await
     }
 
     async fn embed_query(&self, text: &str) -> kb_core::Result<Vec<f32>> {
-        let engine = self.engine.clone();
-        let text = text.to_string();
-        let mut vectors = self
-            .worker
-            .run(move || engine.embed(&[&text], engine.query_prefix.as_deref()))
-            .await??;
-        vectors
-            .pop()
-            .ok_or_else(|| kb_core::Error::Embedding("no vector for the query".into()))
+        self.local.run_one(text, InputKind::Query).await
     }
 }
 
@@ -369,6 +340,16 @@ struct Engine {
     passage_prefix: Option<String>,
     batch_size: usize,
     batch_tokens: usize,
+}
+
+impl Encode for Engine {
+    fn encode(&self, texts: &[&str], kind: InputKind) -> Result<Vec<Vec<f32>>> {
+        let prefix = match kind {
+            InputKind::Query => self.query_prefix.as_deref(),
+            InputKind::Passage => self.passage_prefix.as_deref(),
+        };
+        self.embed(texts, prefix)
+    }
 }
 
 impl Engine {
@@ -446,13 +427,12 @@ impl Backend {
             drop(weights);
             let mut plain = Tensors::new();
             for (name, tensor) in tensors {
-                let dims = tensor.dims().to_vec();
                 let data = tensor
                     .to_dtype(DType::F32)
                     .and_then(|t| t.flatten_all())
                     .and_then(|t| t.to_vec1::<f32>())
                     .map_err(unreadable)?;
-                plain.insert(name, (data, dims));
+                plain.insert(name, Weights::F32(data));
             }
             let shape = Shape {
                 vocab: config.vocab_size,
@@ -515,7 +495,11 @@ fn candle_forward(
 /// Groups input indices into batches of similar length, longest first: at most
 /// `batch_size` sequences and `batch_tokens` padded tokens per batch (a single
 /// sequence longer than that still gets a batch of its own).
-fn plan_batches(ids: &[&[u32]], batch_size: usize, batch_tokens: usize) -> Vec<Vec<usize>> {
+pub(crate) fn plan_batches(
+    ids: &[&[u32]],
+    batch_size: usize,
+    batch_tokens: usize,
+) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..ids.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
     let mut batches: Vec<Vec<usize>> = Vec::new();
