@@ -493,16 +493,21 @@ const SKINNY_TOKENS: usize = 48;
 /// with every input row; blocks of weight rows are spread over the threads.
 fn skinny(input: &[f32], tokens: usize, k: usize, weight: &[f32], n: usize, out: &mut [f32]) {
     const BLOCK: usize = 32;
+    // Pad the rows to a multiple of 8 so that every pass over a weight row
+    // serves eight of them; the padding rows' results are dropped.
+    let padded_tokens = tokens.div_ceil(8) * 8;
+    let mut padded = input.to_vec();
+    padded.resize(padded_tokens * k, 0.0);
     let blocks: Vec<Vec<f32>> = weight
         .par_chunks(BLOCK * k)
         .map(|rows| {
-            let mut partial = vec![0f32; tokens * (rows.len() / k)];
-            skinny_block(input, tokens, k, rows, &mut partial);
+            let mut partial = vec![0f32; padded_tokens * (rows.len() / k)];
+            skinny_block(&padded, padded_tokens, k, rows, &mut partial);
             partial
         })
         .collect();
     for (b, partial) in blocks.iter().enumerate() {
-        let width = partial.len() / tokens.max(1);
+        let width = partial.len() / padded_tokens.max(1);
         for t in 0..tokens {
             let dst = &mut out[t * n + b * BLOCK..t * n + b * BLOCK + width];
             dst.iter_mut()
@@ -514,23 +519,11 @@ fn skinny(input: &[f32], tokens: usize, k: usize, weight: &[f32], n: usize, out:
 
 fn skinny_block(input: &[f32], tokens: usize, k: usize, rows: &[f32], partial: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        fn fast(input: &[f32], tokens: usize, k: usize, rows: &[f32], partial: &mut [f32]) {
-            skinny_block_generic(input, tokens, k, rows, partial)
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the features `fast` was compiled for are present.
-            unsafe { fast(input, tokens, k, rows, partial) };
-            return;
-        }
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the features `skinny_block_avx2` was compiled for are present.
+        unsafe { skinny_block_avx2(input, tokens, k, rows, partial) };
+        return;
     }
-    skinny_block_generic(input, tokens, k, rows, partial)
-}
-
-#[inline(always)]
-fn skinny_block_generic(input: &[f32], tokens: usize, k: usize, rows: &[f32], partial: &mut [f32]) {
     let width = rows.len() / k;
     for (j, w) in rows.chunks_exact(k).enumerate() {
         for t in 0..tokens {
@@ -539,23 +532,89 @@ fn skinny_block_generic(input: &[f32], tokens: usize, k: usize, rows: &[f32], pa
     }
 }
 
+/// [`skinny_block`] with AVX2 and FMA: eight input rows per pass over a weight
+/// row, so each weight vector is loaded once for eight fused multiply-adds.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn skinny_block_avx2(input: &[f32], tokens: usize, k: usize, rows: &[f32], partial: &mut [f32]) {
+    use std::arch::x86_64::{
+        __m256, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+    };
+    fn sum(v: __m256) -> f32 {
+        let mut lanes = [0f32; 8];
+        // SAFETY: `lanes` holds 8 floats.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
+        lanes.iter().sum()
+    }
+    let width = rows.len() / k;
+    let k8 = k / 8 * 8;
+    for (j, w) in rows.chunks_exact(k).enumerate() {
+        let tail =
+            |row: &[f32]| -> f32 { row[k8..].iter().zip(&w[k8..]).map(|(x, y)| x * y).sum() };
+        let mut t = 0;
+        while t + 8 <= tokens {
+            let x = &input[t * k..(t + 8) * k];
+            let mut acc = [_mm256_setzero_ps(); 8];
+            let mut c = 0;
+            while c < k8 {
+                // SAFETY: c + 8 ≤ k, so every load stays inside `w` (k floats)
+                // and inside row r of `x` (floats r·k .. r·k + k).
+                unsafe {
+                    let wv = _mm256_loadu_ps(w.as_ptr().add(c));
+                    acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(x.as_ptr().add(c)), wv, acc[0]);
+                    acc[1] = _mm256_fmadd_ps(_mm256_loadu_ps(x.as_ptr().add(k + c)), wv, acc[1]);
+                    acc[2] =
+                        _mm256_fmadd_ps(_mm256_loadu_ps(x.as_ptr().add(2 * k + c)), wv, acc[2]);
+                    acc[3] =
+                        _mm256_fmadd_ps(_mm256_loadu_ps(x.as_ptr().add(3 * k + c)), wv, acc[3]);
+                    acc[4] =
+                        _mm256_fmadd_ps(_mm256_loadu_ps(x.as_ptr().add(4 * k + c)), wv, acc[4]);
+                    acc[5] =
+                        _mm256_fmadd_ps(_mm256_loadu_ps(x.as_ptr().add(5 * k + c)), wv, acc[5]);
+                    acc[6] =
+                        _mm256_fmadd_ps(_mm256_loadu_ps(x.as_ptr().add(6 * k + c)), wv, acc[6]);
+                    acc[7] =
+                        _mm256_fmadd_ps(_mm256_loadu_ps(x.as_ptr().add(7 * k + c)), wv, acc[7]);
+                }
+                c += 8;
+            }
+            for (r, acc) in acc.into_iter().enumerate() {
+                partial[(t + r) * width + j] = sum(acc) + tail(&x[r * k..(r + 1) * k]);
+            }
+            t += 8;
+        }
+        for t in t..tokens {
+            let x = &input[t * k..(t + 1) * k];
+            let mut acc = _mm256_setzero_ps();
+            let mut c = 0;
+            while c < k8 {
+                // SAFETY: as above, for one row.
+                unsafe {
+                    acc = _mm256_fmadd_ps(
+                        _mm256_loadu_ps(x.as_ptr().add(c)),
+                        _mm256_loadu_ps(w.as_ptr().add(c)),
+                        acc,
+                    );
+                }
+                c += 8;
+            }
+            partial[t * width + j] = sum(acc) + tail(x);
+        }
+    }
+}
+
 /// A dot product with 16 independent accumulators, so that it vectorises.
 #[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let (a16, a_tail) = a.as_chunks::<16>();
+    let (b16, b_tail) = b.as_chunks::<16>();
     let mut acc = [0f32; 16];
-    let mut a_chunks = a.chunks_exact(16);
-    let mut b_chunks = b.chunks_exact(16);
-    for (x, y) in (&mut a_chunks).zip(&mut b_chunks) {
+    for (x, y) in a16.iter().zip(b16) {
         for l in 0..16 {
             acc[l] += x[l] * y[l];
         }
     }
-    let tail: f32 = a_chunks
-        .remainder()
-        .iter()
-        .zip(b_chunks.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
+    let tail: f32 = a_tail.iter().zip(b_tail).map(|(x, y)| x * y).sum();
     acc.iter().sum::<f32>() + tail
 }
 
