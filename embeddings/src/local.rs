@@ -17,8 +17,57 @@ pub(crate) enum InputKind {
 
 /// A loaded model that turns texts into vectors on the calling thread.
 pub(crate) trait Encode: Send + Sync + 'static {
+    fn id(&self) -> &str;
+    fn dimension(&self) -> usize;
     fn encode(&self, texts: &[&str], kind: InputKind) -> Result<Vec<Vec<f32>>>;
 }
+
+/// The methods every local embedder type offers, over its `local` field: the
+/// blocking calls and the [`Embedder`](kb_core::Embedder) implementation.
+macro_rules! local_embedder {
+    ($ty:ty) => {
+        impl $ty {
+            /// Embeds passages on the calling thread.
+            pub fn embed_documents_blocking(
+                &self,
+                texts: &[&str],
+            ) -> $crate::Result<Vec<Vec<f32>>> {
+                self.local
+                    .blocking(texts, $crate::local::InputKind::Passage)
+            }
+
+            /// Embeds a query on the calling thread.
+            pub fn embed_query_blocking(&self, text: &str) -> $crate::Result<Vec<f32>> {
+                self.local
+                    .blocking_one(text, $crate::local::InputKind::Query)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl kb_core::Embedder for $ty {
+            fn id(&self) -> &str {
+                $crate::local::Encode::id(&*self.local.engine)
+            }
+
+            fn dimension(&self) -> usize {
+                $crate::local::Encode::dimension(&*self.local.engine)
+            }
+
+            async fn embed_documents(&self, texts: &[&str]) -> kb_core::Result<Vec<Vec<f32>>> {
+                self.local
+                    .run(texts, $crate::local::InputKind::Passage)
+                    .await
+            }
+
+            async fn embed_query(&self, text: &str) -> kb_core::Result<Vec<f32>> {
+                self.local
+                    .run_one(text, $crate::local::InputKind::Query)
+                    .await
+            }
+        }
+    };
+}
+pub(crate) use local_embedder;
 
 /// A model and the worker thread its async calls queue on.
 pub(crate) struct Local<E> {

@@ -6,18 +6,16 @@ mod pooling;
 
 use std::path::{Path, PathBuf};
 
-use async_trait::async_trait;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::BertModel;
-use kb_core::Embedder;
 use sha2::{Digest, Sha256};
 use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
 
 pub use pooling::Pooling;
 
 use crate::error::{Error, IoContext, Result};
-use crate::local::{Encode, InputKind, Local};
+use crate::local::{Encode, InputKind, Local, local_embedder};
 use encoder::{Encoder, Shape, Tensors, Weights};
 use model_dir::ModelDir;
 
@@ -47,7 +45,7 @@ pub fn default_device() -> Device {
 /// [builder](BertEmbedder::builder). Inputs are sorted by length and batched with
 /// padding to the longest input of each batch only.
 ///
-/// The model runs on its own thread: the async [`Embedder`] methods queue work
+/// The model runs on its own thread: the async [`Embedder`](kb_core::Embedder) methods queue work
 /// there and never block the runtime; the `*_blocking` methods run on the
 /// caller's thread.
 ///
@@ -293,36 +291,9 @@ impl BertEmbedder {
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         Ok(encoding.get_ids().to_vec())
     }
-
-    /// Embeds passages on the calling thread.
-    pub fn embed_documents_blocking(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        self.local.blocking(texts, InputKind::Passage)
-    }
-
-    /// Embeds a query on the calling thread.
-    pub fn embed_query_blocking(&self, text: &str) -> Result<Vec<f32>> {
-        self.local.blocking_one(text, InputKind::Query)
-    }
 }
 
-#[async_trait]
-impl Embedder for BertEmbedder {
-    fn id(&self) -> &str {
-        &self.local.engine.id
-    }
-
-    fn dimension(&self) -> usize {
-        self.local.engine.dimension
-    }
-
-    async fn embed_documents(&self, texts: &[&str]) -> kb_core::Result<Vec<Vec<f32>>> {
-        self.local.run(texts, InputKind::Passage).await
-    }
-
-    async fn embed_query(&self, text: &str) -> kb_core::Result<Vec<f32>> {
-        self.local.run_one(text, InputKind::Query).await
-    }
-}
+local_embedder!(BertEmbedder);
 
 /// The loaded model and everything needed to run it; shared by the worker
 /// thread and blocking callers.
@@ -343,6 +314,14 @@ struct Engine {
 }
 
 impl Encode for Engine {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn dimension(&self) -> usize {
+        self.dimension
+    }
+
     fn encode(&self, texts: &[&str], kind: InputKind) -> Result<Vec<Vec<f32>>> {
         let prefix = match kind {
             InputKind::Query => self.query_prefix.as_deref(),

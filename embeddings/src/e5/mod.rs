@@ -6,14 +6,12 @@ mod tokenizer;
 
 use std::path::Path;
 
-use async_trait::async_trait;
-use kb_core::Embedder;
 use sha2::{Digest, Sha256};
 
 use crate::bert::encoder::Encoder;
 use crate::bert::{Pooling, plan_batches};
 use crate::error::{Error, Result};
-use crate::local::{Encode, InputKind, Local};
+use crate::local::{Encode, InputKind, Local, local_embedder};
 use packed::PackedModel;
 use tokenizer::Tokenizer;
 
@@ -130,36 +128,9 @@ impl E5Embedder {
     pub fn token_ids(&self, text: &str) -> Vec<u32> {
         self.local.engine.tokenizer.encode(text)
     }
-
-    /// Embeds passages on the calling thread.
-    pub fn embed_documents_blocking(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        self.local.blocking(texts, InputKind::Passage)
-    }
-
-    /// Embeds a query on the calling thread.
-    pub fn embed_query_blocking(&self, text: &str) -> Result<Vec<f32>> {
-        self.local.blocking_one(text, InputKind::Query)
-    }
 }
 
-#[async_trait]
-impl Embedder for E5Embedder {
-    fn id(&self) -> &str {
-        &self.local.engine.id
-    }
-
-    fn dimension(&self) -> usize {
-        self.local.engine.dimension
-    }
-
-    async fn embed_documents(&self, texts: &[&str]) -> kb_core::Result<Vec<Vec<f32>>> {
-        self.local.run(texts, InputKind::Passage).await
-    }
-
-    async fn embed_query(&self, text: &str) -> kb_core::Result<Vec<f32>> {
-        self.local.run_one(text, InputKind::Query).await
-    }
-}
+local_embedder!(E5Embedder);
 
 struct Engine {
     id: String,
@@ -172,6 +143,14 @@ struct Engine {
 }
 
 impl Encode for Engine {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn dimension(&self) -> usize {
+        self.dimension
+    }
+
     fn encode(&self, texts: &[&str], kind: InputKind) -> Result<Vec<Vec<f32>>> {
         let prefix = match kind {
             InputKind::Query => "query: ",
