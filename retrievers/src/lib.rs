@@ -1,6 +1,9 @@
 //! Loaders, splitters, vector stores, BM25 and hybrid retrieval: the knowledge base.
 //!
 //! # Core concepts
+//! - [`DirectoryLoader`] reads Markdown, text, JSON, JSON Lines and CSV files
+//!   and folders into documents, decoding legacy encodings such as GBK and
+//!   skipping, with a reason, whatever it cannot read.
 //! - [`RecursiveSplitter`] cuts text at the coarsest boundary that makes pieces
 //!   small enough — paragraphs, lines, Chinese and Western sentences, clauses,
 //!   words, characters — and packs them into chunks with optional overlap.
@@ -14,6 +17,10 @@
 //! assert_eq!(splits.len(), 1);
 //! ```
 
+mod error;
+mod loader;
 mod splitter;
 
+pub use error::{Error, Result};
+pub use loader::{CsvMode, DirectoryLoader, LoadReport, Skipped};
 pub use splitter::{LengthFn, MarkdownSplitter, RecursiveSplitter, Split};
