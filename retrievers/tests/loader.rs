@@ -45,6 +45,13 @@ fn corpus() -> tempfile::TempDir {
     write(root, ".git/config.md", b"# hidden");
     write(root, "image.png", b"\x89PNG");
     write(root, "broken.json", b"{\"text\": ");
+    write(
+        root,
+        "site/page.html",
+        "<html><head><title>KV 缓存</title><style>p{color:red}</style><script>var x=1;</script></head>\
+         <body><h1>概述</h1><p>缓存历史的 <b>K</b> 和 V。</p><ul><li>避免重复计算</li></ul></body></html>"
+            .as_bytes(),
+    );
     dir
 }
 
@@ -67,7 +74,21 @@ fn loads_every_format_and_skips_the_rest_with_reasons() {
             "data/table.csv#2",
             "guide.md",
             "notes/legacy.txt",
+            "site/page.html",
         ]
+    );
+    let page = &report.documents[8];
+    assert_eq!(page.metadata["title"], "KV 缓存");
+    assert!(page.text.contains("# 概述"), "{}", page.text);
+    assert!(
+        page.text.contains("缓存历史的 K 和 V。") && page.text.contains("避免重复计算"),
+        "{}",
+        page.text
+    );
+    assert!(
+        !page.text.contains("color") && !page.text.contains("var x"),
+        "{}",
+        page.text
     );
     let guide = &report.documents[6];
     assert_eq!(guide.text, "# 使用指南\n\n先安装，再提问。", "BOM removed");

@@ -41,7 +41,7 @@ pub struct LoadReport {
     pub skipped: Vec<Skipped>,
 }
 
-/// Loads files and folders of Markdown, text, JSON, JSON Lines and CSV.
+/// Loads files and folders of Markdown, text, HTML, JSON, JSON Lines and CSV.
 ///
 /// Folders are walked recursively, skipping hidden entries and VCS folders,
 /// following include/exclude globs (matched against the path relative to the
@@ -81,7 +81,9 @@ impl Default for DirectoryLoader {
 }
 
 /// Extensions the loader reads.
-const EXTENSIONS: [&str; 6] = ["md", "markdown", "txt", "json", "jsonl", "csv"];
+const EXTENSIONS: [&str; 8] = [
+    "md", "markdown", "txt", "html", "htm", "json", "jsonl", "csv",
+];
 
 impl DirectoryLoader {
     /// A loader with no globs, a 50 MB file limit, JSON text field `text`,
@@ -251,6 +253,25 @@ impl DirectoryLoader {
                     .documents
                     .push(document(id.to_string(), text, base, &title));
             }
+            "html" | "htm" => {
+                // Headings come out as `# …` lines, so the Markdown splitter
+                // finds the document's structure; links stay inline.
+                let rendered = html2text::config::plain_no_decorate()
+                    .link_footnotes(false)
+                    .string_from_read(text.as_bytes(), 100_000);
+                match rendered {
+                    Ok(body) => {
+                        let title = html_title(&text)
+                            .or_else(|| markdown_title(&body))
+                            .unwrap_or_else(|| stem(path));
+                        let body = body.trim().to_string();
+                        report
+                            .documents
+                            .push(document(id.to_string(), body, base, &title));
+                    }
+                    Err(err) => skip(report, format!("cannot read the HTML: {err}")),
+                }
+            }
             "json" => match serde_json::from_str::<Value>(&text) {
                 Ok(Value::Array(items)) => {
                     for (n, item) in items.into_iter().enumerate() {
@@ -412,6 +433,19 @@ fn stem(path: &Path) -> String {
     path.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+/// The text of the `<title>` element, if any.
+fn html_title(html: &str) -> Option<String> {
+    let lower = html.to_ascii_lowercase();
+    let open = lower.find("<title")?;
+    let start = open + lower[open..].find('>')? + 1;
+    let end = start + lower[start..].find("</title")?;
+    let title = html[start..end]
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    (!title.is_empty()).then_some(title)
 }
 
 /// The text of the first `# ` heading, if the text starts with Markdown.
