@@ -88,6 +88,27 @@ impl Worker {
         }
     }
 
+    /// Queues `job` without waiting for it (it reports back through its own
+    /// channel). A panic in it is caught; the worker keeps serving.
+    pub fn submit<F>(&self, job: F) -> Result<()>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let name = self.name.clone();
+        let job: Job = Box::new(move || {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                tracing::error!(worker = %name, "a queued job panicked");
+            }
+        });
+        let sent = self
+            .queue
+            .lock()
+            .map_err(|_| self.stopped())?
+            .send(job)
+            .is_ok();
+        if sent { Ok(()) } else { Err(self.stopped()) }
+    }
+
     fn stopped(&self) -> Error {
         Error::Model(format!("worker thread {:?} has stopped", self.name))
     }

@@ -1,1 +1,43 @@
-//! The local quantized GGUF chat engine (candle) and remote OpenAI-compatible chat models.
+//! kb-llm: the local quantized GGUF engine.
+//!
+//! [`GgufModel`] loads a GGUF file of the Llama family (Llama, Mistral, SmolLM,
+//! Qwen 2, Qwen 3) for the CPU: the [`Tokenizer`] and [`ChatTemplate`] come from
+//! the file's own metadata, generation supports every decoding strategy of
+//! [`kb_core::GenerateOptions`] (greedy, temperature, top-k/p, min-p,
+//! penalties, no-repeat-n-gram, beam search, stop strings, seeds), and a
+//! [`Session`]'s key/value cache lets a request that shares a prompt prefix
+//! with the previous one skip it. [`LocalLlm`] serves a model as a
+//! [`kb_core::ChatModel`].
+//!
+//! ```no_run
+//! use kb_core::{ChatModel, GenerateOptions, Message};
+//! use kb_llm::{LoadOptions, LocalLlm};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let llm = LocalLlm::load("SmolLM2-135M-Instruct.Q4_1.gguf".as_ref(), &LoadOptions::default())?;
+//! let answer = llm
+//!     .chat(&[Message::user("What is the capital of France?")], &GenerateOptions::default())
+//!     .await?;
+//! println!("{}", answer.message.content);
+//! # Ok(())
+//! # }
+//! ```
+
+mod engine;
+mod error;
+mod gguf;
+mod llama;
+mod local;
+mod ops;
+mod quant;
+mod sampler;
+pub mod template;
+mod tokenizer;
+
+pub use engine::{DEFAULT_MAX_TOKENS, Generation, GgufModel, LoadOptions, Session};
+pub use error::{LlmError, Result};
+pub use gguf::GgufFile;
+pub use local::LocalLlm;
+pub use sampler::{REPETITION_WINDOW, Sampler, argmax};
+pub use template::ChatTemplate;
+pub use tokenizer::{StreamDecoder, Tokenizer};

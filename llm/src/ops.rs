@@ -1,0 +1,356 @@
+//! The f32 building blocks of a transformer layer: matrix products through
+//! the `gemm` crate, RMS norm, rotary embeddings, SwiGLU, softmax.
+
+use gemm::{Parallelism, gemm};
+
+/// Runs `$body(a, b)` compiled for AVX2+FMA when the processor has them,
+/// otherwise for the baseline target.
+macro_rules! with_simd {
+    ($body:ident, $a:expr, $b:expr) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2,fma")]
+            fn fast(a: &mut [f32], b: &[f32]) {
+                $body(a, b)
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                // SAFETY: the features `fast` was compiled for are present.
+                unsafe { fast($a, $b) }
+            } else {
+                $body($a, $b)
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            $body($a, $b)
+        }
+    }};
+}
+
+/// `out (n × m) = input (n × k) · weightᵀ (weight is m × k)`, or added to
+/// `out` when `accumulate`.
+pub(crate) fn matmul(
+    input: &[f32],
+    n: usize,
+    k: usize,
+    weight: &[f32],
+    m: usize,
+    out: &mut [f32],
+    accumulate: bool,
+) {
+    let threads = rayon::current_num_threads();
+    assert_eq!(input.len(), n * k, "matmul input shape");
+    assert_eq!(weight.len(), m * k, "matmul weight shape");
+    assert_eq!(out.len(), n * m, "matmul output shape");
+    let parallelism = if threads > 1 && n * m * k >= 1 << 18 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: the three buffers have the asserted shapes; `input` and `out`
+    // are row-major, `weight` is read transposed through its strides.
+    unsafe {
+        gemm(
+            n,
+            m,
+            k,
+            out.as_mut_ptr(),
+            1,
+            m as isize,
+            accumulate,
+            input.as_ptr(),
+            1,
+            k as isize,
+            weight.as_ptr(),
+            k as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// A dot product with 16 independent fused multiply-add accumulators.
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        fn fast(a: &[f32], b: &[f32]) -> f32 {
+            dot_generic(a, b)
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the features `fast` was compiled for are present.
+            return unsafe { fast(a, b) };
+        }
+    }
+    dot_generic(a, b)
+}
+
+#[inline(always)]
+fn dot_generic(a: &[f32], b: &[f32]) -> f32 {
+    let (a16, a_tail) = a.as_chunks::<16>();
+    let (b16, b_tail) = b.as_chunks::<16>();
+    let mut acc = [0f32; 16];
+    for (x, y) in a16.iter().zip(b16) {
+        for l in 0..16 {
+            acc[l] = x[l].mul_add(y[l], acc[l]);
+        }
+    }
+    let mut tail = 0f32;
+    for (x, y) in a_tail.iter().zip(b_tail) {
+        tail = x.mul_add(*y, tail);
+    }
+    let mut sum = 0f32;
+    for v in acc {
+        sum += v;
+    }
+    sum + tail
+}
+
+/// Rows of queries handled together by [`dot8`].
+pub(crate) const DOT_ROWS: usize = 8;
+
+/// [`dot`] of [`DOT_ROWS`] vectors with one `b`, bit-identical to `dot` for
+/// each: `at` holds the vectors transposed (`at[i * DOT_ROWS + r]` is element
+/// `i` of vector `r`), so each of `dot`'s 16 lanes becomes one SIMD register
+/// across the rows, and the final lane sum keeps `dot`'s order.
+pub(crate) fn dot8(at: &[f32], b: &[f32]) -> [f32; DOT_ROWS] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        fn fast(at: &[f32], b: &[f32]) -> [f32; DOT_ROWS] {
+            dot8_generic(at, b)
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the features `fast` was compiled for are present.
+            return unsafe { fast(at, b) };
+        }
+    }
+    dot8_generic(at, b)
+}
+
+#[inline(always)]
+fn dot8_generic(at: &[f32], b: &[f32]) -> [f32; DOT_ROWS] {
+    let (b16, b_tail) = b.as_chunks::<16>();
+    let (rows, _) = at.as_chunks::<DOT_ROWS>();
+    let mut acc = [[0f32; DOT_ROWS]; 16];
+    // Lanes 0–7, then 8–15: each half fits in the SIMD registers.
+    for half in 0..2 {
+        let mut part = [[0f32; DOT_ROWS]; 8];
+        for (c, y) in b16.iter().enumerate() {
+            let x = &rows[c * 16 + half * 8..c * 16 + half * 8 + 8];
+            for l in 0..8 {
+                for r in 0..DOT_ROWS {
+                    part[l][r] = x[l][r].mul_add(y[half * 8 + l], part[l][r]);
+                }
+            }
+        }
+        acc[half * 8..half * 8 + 8].copy_from_slice(&part);
+    }
+    let mut out = [0f32; DOT_ROWS];
+    for lane in &acc {
+        for r in 0..DOT_ROWS {
+            out[r] += lane[r];
+        }
+    }
+    let mut tail = [0f32; DOT_ROWS];
+    for (i, y) in b_tail.iter().enumerate() {
+        let x = &rows[b16.len() * 16 + i];
+        for r in 0..DOT_ROWS {
+            tail[r] = x[r].mul_add(*y, tail[r]);
+        }
+    }
+    for r in 0..DOT_ROWS {
+        out[r] += tail[r];
+    }
+    out
+}
+
+/// `out += a · v`, vectorised.
+#[inline(always)]
+pub(crate) fn axpy(a: f32, v: &[f32], out: &mut [f32]) {
+    for (o, x) in out.iter_mut().zip(v) {
+        *o += a * x;
+    }
+}
+
+/// RMS norm of each `width`-wide row of `x` into `out`, times `weight`.
+pub(crate) fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let width = weight.len();
+    for (row, dst) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
+        let mean = row.iter().map(|v| v * v).sum::<f32>() / width as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        for ((o, v), w) in dst.iter_mut().zip(row).zip(weight) {
+            *o = v * scale * w;
+        }
+    }
+}
+
+/// RMS norm in place.
+pub(crate) fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
+    let width = weight.len();
+    for row in x.chunks_exact_mut(width) {
+        let mean = row.iter().map(|v| v * v).sum::<f32>() / width as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        for (v, w) in row.iter_mut().zip(weight) {
+            *v = *v * scale * w;
+        }
+    }
+}
+
+/// The angles of rotary position embeddings: for each position, `cos` and
+/// `sin` of `pos · freq_i` for the `dims / 2` frequencies.
+pub(crate) struct Rotary {
+    pub(crate) cos: Vec<f32>,
+    pub(crate) sin: Vec<f32>,
+    half: usize,
+}
+
+impl Rotary {
+    /// The tables for positions `first..first + count`.
+    pub(crate) fn new(freqs: &[f32], first: usize, count: usize) -> Self {
+        let half = freqs.len();
+        let mut cos = Vec::with_capacity(count * half);
+        let mut sin = Vec::with_capacity(count * half);
+        for p in first..first + count {
+            for f in freqs {
+                let angle = p as f32 * f;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        Rotary { cos, sin, half }
+    }
+
+    /// Rotates the `heads` heads (each `head_dim` wide, of which the first
+    /// `2 · half` are rotated) of the row at table position `t`. `neox`
+    /// pairs dimension `i` with `i + half`; otherwise pairs are adjacent.
+    pub(crate) fn apply(&self, row: &mut [f32], t: usize, head_dim: usize, neox: bool) {
+        let cos = &self.cos[t * self.half..(t + 1) * self.half];
+        let sin = &self.sin[t * self.half..(t + 1) * self.half];
+        for head in row.chunks_exact_mut(head_dim) {
+            if neox {
+                let (a, b) = head.split_at_mut(self.half);
+                for i in 0..self.half {
+                    let (x, y) = (a[i], b[i]);
+                    a[i] = x * cos[i] - y * sin[i];
+                    b[i] = x * sin[i] + y * cos[i];
+                }
+            } else {
+                for i in 0..self.half {
+                    let (x, y) = (head[2 * i], head[2 * i + 1]);
+                    head[2 * i] = x * cos[i] - y * sin[i];
+                    head[2 * i + 1] = x * sin[i] + y * cos[i];
+                }
+            }
+        }
+    }
+}
+
+/// `gate = silu(gate) · up`, in place.
+pub(crate) fn swiglu(gate: &mut [f32], up: &[f32]) {
+    with_simd!(swiglu_generic, gate, up)
+}
+
+#[inline(always)]
+fn swiglu_generic(gate: &mut [f32], up: &[f32]) {
+    for (g, u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + fast_exp(-*g)) * u;
+    }
+}
+
+/// Softmax in place.
+pub(crate) fn softmax(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in row.iter_mut() {
+        *v = fast_exp(*v - max);
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// e^x, relative error about 10⁻⁷, branch-free so that loops vectorise.
+#[inline(always)]
+pub(crate) fn fast_exp(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    // Round to nearest by adding and subtracting 1.5·2²³ (no libm call).
+    const SHIFT: f32 = 12_582_912.0;
+    let n = (x * std::f32::consts::LOG2_E + SHIFT) - SHIFT;
+    let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (0.166_666_67
+                    + r * (0.041_666_41 + r * (0.008_333_452 + r * 0.001_394_978_6)))));
+    f32::from_bits(((n as i32 + 127) as u32) << 23) * p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_exp_is_accurate() {
+        for i in -800..=800 {
+            let x = i as f32 / 10.0;
+            let (fast, exact) = (fast_exp(x), x.exp());
+            assert!(
+                (fast - exact).abs() <= 2e-6 * exact,
+                "{x}: {fast} vs {exact}"
+            );
+        }
+    }
+
+    #[test]
+    fn dot8_is_bit_identical_to_dot() {
+        for len in [64, 80, 128, 7] {
+            let rows: Vec<Vec<f32>> = (0..DOT_ROWS)
+                .map(|r| {
+                    (0..len)
+                        .map(|i| ((i * 7 + r * 13) % 17) as f32 * 0.37 - 2.9)
+                        .collect()
+                })
+                .collect();
+            let b: Vec<f32> = (0..len).map(|i| (i % 11) as f32 * 0.71 - 3.3).collect();
+            let mut at = vec![0f32; len * DOT_ROWS];
+            for (r, row) in rows.iter().enumerate() {
+                for (i, v) in row.iter().enumerate() {
+                    at[i * DOT_ROWS + r] = *v;
+                }
+            }
+            let got = dot8(&at, &b);
+            for r in 0..DOT_ROWS {
+                assert_eq!(
+                    got[r].to_bits(),
+                    dot(&rows[r], &b).to_bits(),
+                    "len {len} row {r}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_matches_naive() {
+        let (n, k, m) = (3, 5, 4);
+        let input: Vec<f32> = (0..n * k).map(|i| i as f32 * 0.1).collect();
+        let weight: Vec<f32> = (0..m * k).map(|i| 1.0 - i as f32 * 0.05).collect();
+        let mut out = vec![1.0; n * m];
+        matmul(&input, n, k, &weight, m, &mut out, true);
+        for r in 0..n {
+            for c in 0..m {
+                let expected = 1.0 + dot(&input[r * k..(r + 1) * k], &weight[c * k..(c + 1) * k]);
+                assert!((out[r * m + c] - expected).abs() < 1e-5);
+            }
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! Quantized weight rows and the matrix-vector kernels of decoding.
+//!
+//! Decoding one token reads every weight once, so its speed is the speed of a
+//! dot product between a quantized weight row and the activations. As in
+//! llama.cpp, the activations are quantized too (to 8 bits per value, one
+//! scale per block of 32), and each block's dot product runs in integer SIMD.
+//! Weights are unpacked at load from ggml's blocks into separate scale and
+//! quant arrays, so the kernel never converts f16 scales.
+
+use candle_core::quantized::GgmlDType;
+use half::f16;
+
+/// Values per quantization block.
+pub(crate) const BLOCK: usize = 32;
+
+/// A matrix of quantized rows, `rows × cols`, `cols` a multiple of [`BLOCK`].
+#[derive(Debug, Clone)]
+pub(crate) enum QuantRows {
+    /// ggml Q4_0: `d · (q − 8)`, 4-bit `q`.
+    Q4_0 { d: Vec<f32>, qs: Vec<u8> },
+    /// ggml Q4_1: `d · q + m`, 4-bit `q`.
+    Q4_1 {
+        d: Vec<f32>,
+        m: Vec<f32>,
+        qs: Vec<u8>,
+    },
+    /// ggml Q8_0: `d · q`, 8-bit signed `q`.
+    Q8_0 { d: Vec<f32>, qs: Vec<i8> },
+}
+
+impl QuantRows {
+    /// Unpacks ggml blocks of `dtype`; `None` for types without a kernel here.
+    pub(crate) fn from_ggml(dtype: GgmlDType, bytes: &[u8]) -> Option<Self> {
+        let half = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]).to_f32();
+        match dtype {
+            GgmlDType::Q4_0 => {
+                let blocks = bytes.chunks_exact(18);
+                let mut d = Vec::with_capacity(blocks.len());
+                let mut qs = Vec::with_capacity(blocks.len() * 16);
+                for b in blocks {
+                    d.push(half(&b[0..2]));
+                    qs.extend_from_slice(&b[2..18]);
+                }
+                Some(QuantRows::Q4_0 { d, qs })
+            }
+            GgmlDType::Q4_1 => {
+                let blocks = bytes.chunks_exact(20);
+                let mut d = Vec::with_capacity(blocks.len());
+                let mut m = Vec::with_capacity(blocks.len());
+                let mut qs = Vec::with_capacity(blocks.len() * 16);
+                for b in blocks {
+                    d.push(half(&b[0..2]));
+                    m.push(half(&b[2..4]));
+                    qs.extend_from_slice(&b[4..20]);
+                }
+                Some(QuantRows::Q4_1 { d, m, qs })
+            }
+            GgmlDType::Q8_0 => {
+                let blocks = bytes.chunks_exact(34);
+                let mut d = Vec::with_capacity(blocks.len());
+                let mut qs = Vec::with_capacity(blocks.len() * 32);
+                for b in blocks {
+                    d.push(half(&b[0..2]));
+                    qs.extend(b[2..34].iter().map(|&v| v as i8));
+                }
+                Some(QuantRows::Q8_0 { d, qs })
+            }
+            _ => None,
+        }
+    }
+
+    /// Bytes held.
+    pub(crate) fn size(&self) -> usize {
+        match self {
+            QuantRows::Q4_0 { d, qs } => d.len() * 4 + qs.len(),
+            QuantRows::Q4_1 { d, m, qs } => (d.len() + m.len()) * 4 + qs.len(),
+            QuantRows::Q8_0 { d, qs } => d.len() * 4 + qs.len(),
+        }
+    }
+
+    /// Row `row` (of `cols` values) as f32.
+    pub(crate) fn dequantize_row(&self, row: usize, cols: usize, out: &mut [f32]) {
+        let nb = cols / BLOCK;
+        for b in 0..nb {
+            let block = row * nb + b;
+            let out = &mut out[b * BLOCK..(b + 1) * BLOCK];
+            match self {
+                QuantRows::Q4_0 { d, qs } => {
+                    let q = &qs[block * 16..block * 16 + 16];
+                    for j in 0..16 {
+                        out[j] = d[block] * ((q[j] & 15) as f32 - 8.0);
+                        out[j + 16] = d[block] * ((q[j] >> 4) as f32 - 8.0);
+                    }
+                }
+                QuantRows::Q4_1 { d, m, qs } => {
+                    let q = &qs[block * 16..block * 16 + 16];
+                    for j in 0..16 {
+                        out[j] = d[block] * (q[j] & 15) as f32 + m[block];
+                        out[j + 16] = d[block] * (q[j] >> 4) as f32 + m[block];
+                    }
+                }
+                QuantRows::Q8_0 { d, qs } => {
+                    let q = &qs[block * BLOCK..(block + 1) * BLOCK];
+                    for j in 0..BLOCK {
+                        out[j] = d[block] * q[j] as f32;
+                    }
+                }
+            }
+        }
+    }
+
+    /// `out[i] = row (first + i) · x` for `out.len()` rows.
+    pub(crate) fn matvec(&self, cols: usize, first: usize, x: &QuantizedActs, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has the features the kernels were compiled for.
+            unsafe { avx2::matvec(self, cols, first, x, out) };
+            return;
+        }
+        let nb = cols / BLOCK;
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = self.dot_scalar((first + i) * nb, nb, x);
+        }
+    }
+
+    /// The reference dot product of the `nb` blocks from block `start` with `x`.
+    fn dot_scalar(&self, start: usize, nb: usize, x: &QuantizedActs) -> f32 {
+        let mut total = 0f32;
+        for b in 0..nb {
+            let w = start + b;
+            let xq = &x.q[b * BLOCK..(b + 1) * BLOCK];
+            total += match self {
+                QuantRows::Q4_0 { d, qs } => {
+                    let q = &qs[w * 16..w * 16 + 16];
+                    let mut sum = 0i32;
+                    for j in 0..16 {
+                        sum += (q[j] & 15) as i32 * xq[j] as i32;
+                        sum += (q[j] >> 4) as i32 * xq[j + 16] as i32;
+                    }
+                    d[w] * x.d[b] * (sum as f32 - 8.0 * x.qsum[b])
+                }
+                QuantRows::Q4_1 { d, m, qs } => {
+                    let q = &qs[w * 16..w * 16 + 16];
+                    let mut sum = 0i32;
+                    for j in 0..16 {
+                        sum += (q[j] & 15) as i32 * xq[j] as i32;
+                        sum += (q[j] >> 4) as i32 * xq[j + 16] as i32;
+                    }
+                    d[w] * x.d[b] * sum as f32 + m[w] * x.s[b]
+                }
+                QuantRows::Q8_0 { d, qs } => {
+                    let q = &qs[w * BLOCK..(w + 1) * BLOCK];
+                    let sum: i32 = q.iter().zip(xq).map(|(a, b)| *a as i32 * *b as i32).sum();
+                    d[w] * x.d[b] * sum as f32
+                }
+            };
+        }
+        total
+    }
+}
+
+/// A vector quantized to 8 bits per value, llama.cpp's Q8_1 layout: per block
+/// a scale `d` (rounded to f16, as ggml stores it), the sum of the quants, and
+/// `s = d · Σq` (also f16-rounded).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct QuantizedActs {
+    pub(crate) d: Vec<f32>,
+    pub(crate) qsum: Vec<f32>,
+    pub(crate) s: Vec<f32>,
+    pub(crate) q: Vec<i8>,
+}
+
+impl QuantizedActs {
+    /// Quantizes `x` (length a multiple of [`BLOCK`]), reusing the buffers.
+    pub(crate) fn quantize(&mut self, x: &[f32]) {
+        let nb = x.len() / BLOCK;
+        self.d.clear();
+        self.qsum.clear();
+        self.s.clear();
+        self.q.resize(x.len(), 0);
+        for (b, block) in x.chunks_exact(BLOCK).enumerate() {
+            let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+            let mut sum = 0i32;
+            for (q, v) in self.q[b * BLOCK..(b + 1) * BLOCK].iter_mut().zip(block) {
+                let r = (v * id).round() as i32;
+                *q = r as i8;
+                sum += r;
+            }
+            self.d.push(f16::from_f32(d).to_f32());
+            self.qsum.push(sum as f32);
+            self.s.push(f16::from_f32(d * sum as f32).to_f32());
+        }
+        debug_assert_eq!(self.d.len(), nb);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{BLOCK, QuantRows, QuantizedActs};
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn matvec(
+        w: &QuantRows,
+        cols: usize,
+        first: usize,
+        x: &QuantizedActs,
+        out: &mut [f32],
+    ) {
+        let nb = cols / BLOCK;
+        match w {
+            QuantRows::Q4_1 { d, m, qs } => {
+                for (i, o) in out.iter_mut().enumerate() {
+                    let start = (first + i) * nb;
+                    *o = dot_q4_1(
+                        &d[start..start + nb],
+                        &m[start..start + nb],
+                        &qs[start * 16..(start + nb) * 16],
+                        x,
+                    );
+                }
+            }
+            QuantRows::Q4_0 { d, qs } => {
+                for (i, o) in out.iter_mut().enumerate() {
+                    let start = (first + i) * nb;
+                    *o = dot_q4_0(&d[start..start + nb], &qs[start * 16..(start + nb) * 16], x);
+                }
+            }
+            QuantRows::Q8_0 { d, qs } => {
+                for (i, o) in out.iter_mut().enumerate() {
+                    let start = (first + i) * nb;
+                    *o = dot_q8_0(
+                        &d[start..start + nb],
+                        &qs[start * BLOCK..(start + nb) * BLOCK],
+                        x,
+                    );
+                }
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn hsum(v: __m256) -> f32 {
+        let hi = _mm256_extractf128_ps(v, 1);
+        let lo = _mm256_castps256_ps128(v);
+        let s = _mm_add_ps(hi, lo);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+
+    /// 32 unsigned 4-bit values of a block, in order, one per byte.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn nibbles(qs: &[u8], b: usize) -> __m256i {
+        debug_assert!(qs.len() >= (b + 1) * 16);
+        // SAFETY: the block's 16 bytes are in bounds (checked by the callers'
+        // slicing), and loadu has no alignment requirement.
+        let raw = unsafe { _mm_loadu_si128(qs.as_ptr().add(b * 16).cast()) };
+        let mask = _mm_set1_epi8(0x0f);
+        let lo = _mm_and_si128(raw, mask);
+        let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
+        _mm256_set_m128i(hi, lo)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn acts(x: &QuantizedActs, b: usize) -> __m256i {
+        debug_assert!(x.q.len() >= (b + 1) * BLOCK);
+        // SAFETY: block `b` of the activations is in bounds.
+        unsafe { _mm256_loadu_si256(x.q.as_ptr().add(b * BLOCK).cast()) }
+    }
+
+    /// Σ over 32 lanes of unsigned `w` × signed `x`, as 8 i32 partial sums.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn dot_u8_i8(w: __m256i, x: __m256i) -> __m256 {
+        let pairs = _mm256_maddubs_epi16(w, x);
+        _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn dot_q4_1(d: &[f32], m: &[f32], qs: &[u8], x: &QuantizedActs) -> f32 {
+        let nb = d.len();
+        let mut acc0 = _mm256_setzero_ps();
+        let mut acc1 = _mm256_setzero_ps();
+        let mut offset = 0f32;
+        let mut b = 0;
+        while b + 1 < nb {
+            let p0 = dot_u8_i8(nibbles(qs, b), acts(x, b));
+            let p1 = dot_u8_i8(nibbles(qs, b + 1), acts(x, b + 1));
+            acc0 = _mm256_fmadd_ps(p0, _mm256_set1_ps(d[b] * x.d[b]), acc0);
+            acc1 = _mm256_fmadd_ps(p1, _mm256_set1_ps(d[b + 1] * x.d[b + 1]), acc1);
+            offset += m[b] * x.s[b] + m[b + 1] * x.s[b + 1];
+            b += 2;
+        }
+        if b < nb {
+            let p = dot_u8_i8(nibbles(qs, b), acts(x, b));
+            acc0 = _mm256_fmadd_ps(p, _mm256_set1_ps(d[b] * x.d[b]), acc0);
+            offset += m[b] * x.s[b];
+        }
+        hsum(_mm256_add_ps(acc0, acc1)) + offset
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn dot_q4_0(d: &[f32], qs: &[u8], x: &QuantizedActs) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        let mut offset = 0f32;
+        for (b, db) in d.iter().enumerate() {
+            let p = dot_u8_i8(nibbles(qs, b), acts(x, b));
+            let scale = db * x.d[b];
+            acc = _mm256_fmadd_ps(p, _mm256_set1_ps(scale), acc);
+            offset += scale * x.qsum[b];
+        }
+        hsum(acc) - 8.0 * offset
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn dot_q8_0(d: &[f32], qs: &[i8], x: &QuantizedActs) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        for (b, db) in d.iter().enumerate() {
+            debug_assert!(qs.len() >= (b + 1) * BLOCK);
+            // SAFETY: block `b` of the row is in bounds.
+            let w = unsafe { _mm256_loadu_si256(qs.as_ptr().add(b * BLOCK).cast()) };
+            let xv = acts(x, b);
+            // |w| · (x with w's sign) = w · x, with an unsigned left operand.
+            let p = dot_u8_i8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xv, w));
+            acc = _mm256_fmadd_ps(p, _mm256_set1_ps(db * x.d[b]), acc);
+        }
+        hsum(acc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(n: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed;
+        (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// ggml blocks of random quants and scales.
+    fn blocks(dtype: GgmlDType, rows: usize, cols: usize) -> Vec<u8> {
+        let (size, _) = match dtype {
+            GgmlDType::Q4_0 => (18, 0),
+            GgmlDType::Q4_1 => (20, 0),
+            _ => (34, 0),
+        };
+        let n = rows * cols / BLOCK;
+        let noise = random(n * size, 7);
+        let mut bytes = Vec::with_capacity(n * size);
+        for b in 0..n {
+            let scale = f16::from_f32(0.01 + noise[b * size].abs() * 0.05).to_le_bytes();
+            bytes.extend_from_slice(&scale);
+            let mut rest = 2;
+            if dtype == GgmlDType::Q4_1 {
+                bytes.extend_from_slice(&f16::from_f32(noise[b * size + 1] * 0.1).to_le_bytes());
+                rest = 4;
+            }
+            for j in rest..size {
+                let v = ((noise[b * size + j] + 1.0) * 127.9) as u8;
+                bytes.push(if dtype == GgmlDType::Q8_0 {
+                    (v as i8).max(-127) as u8
+                } else {
+                    v
+                });
+            }
+        }
+        bytes
+    }
+
+    #[test]
+    #[allow(clippy::needless_range_loop)]
+    fn simd_matches_scalar_and_dequantized_dot() {
+        let (rows, cols) = (7, 96);
+        let x = random(cols, 3);
+        let mut acts = QuantizedActs::default();
+        acts.quantize(&x);
+        for dtype in [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q8_0] {
+            let w = QuantRows::from_ggml(dtype, &blocks(dtype, rows, cols)).expect("kernel");
+            let mut fast = vec![0f32; rows];
+            w.matvec(cols, 0, &acts, &mut fast);
+            let mut row = vec![0f32; cols];
+            for r in 0..rows {
+                let scalar = w.dot_scalar(r * cols / BLOCK, cols / BLOCK, &acts);
+                assert!(
+                    (fast[r] - scalar).abs() <= 1e-4 * scalar.abs().max(1.0),
+                    "{dtype:?} row {r}: {} vs {scalar}",
+                    fast[r]
+                );
+                w.dequantize_row(r, cols, &mut row);
+                let exact: f32 = row.iter().zip(&x).map(|(a, b)| a * b).sum();
+                let norm: f32 = row.iter().map(|v| v.abs()).sum::<f32>();
+                assert!(
+                    (scalar - exact).abs() <= 0.01 * norm,
+                    "{dtype:?} row {r}: {scalar} vs {exact}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! [`Tokenizer`]: the model's tokenizer, rebuilt from the GGUF metadata
+//! (`tokenizer.ggml.*`), and [`StreamDecoder`] for UTF-8-safe streaming.
+
+use std::collections::HashMap;
+
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{AddedToken, SplitDelimiterBehavior};
+
+use crate::error::{LlmError, Result};
+use crate::gguf::GgufFile;
+
+/// GGUF token types (`tokenizer.ggml.token_type`).
+const TYPE_CONTROL: usize = 3;
+const TYPE_USER_DEFINED: usize = 4;
+
+/// Control tokens that end a turn in the chat formats kb knows, besides the
+/// declared EOS.
+const END_OF_TURN: &[&str] = &[
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|end|>",
+    "<end_of_turn>",
+];
+
+/// Llama 3's pre-tokenizer split.
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen 2's: like Llama 3's with single digits.
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// A byte-level BPE tokenizer with the model's special tokens.
+///
+/// Built from the vocabulary, merges, token types and pre-tokenizer name
+/// stored in the GGUF, it reproduces llama.cpp's token ids. Special tokens
+/// written in the text (`<|im_start|>`) become their ids, as in llama.cpp.
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    /// The bytes each token stands for.
+    bytes: Vec<Vec<u8>>,
+    /// Which tokens are control tokens (not shown in generated text).
+    control: Vec<bool>,
+    ids: HashMap<String, u32>,
+    bos: Option<u32>,
+    eos: Option<u32>,
+    add_bos: bool,
+    add_eos: bool,
+    end_of_generation: Vec<u32>,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("vocab", &self.bytes.len())
+            .field("bos", &self.bos)
+            .field("eos", &self.eos)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tokenizer {
+    /// Builds the tokenizer a GGUF describes.
+    pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
+        let model = gguf.string("tokenizer.ggml.model")?;
+        if model != "gpt2" {
+            return Err(LlmError::Tokenizer(format!(
+                "tokenizer model {model:?} is not supported yet (kb runs byte-level BPE \
+                 tokenizers, `gpt2` in GGUF terms: SmolLM, Llama 3, Qwen 2/3)"
+            )));
+        }
+        let tokens = gguf.strings("tokenizer.ggml.tokens")?;
+        let merges = gguf.strings("tokenizer.ggml.merges")?;
+        let types = if gguf.has("tokenizer.ggml.token_type") {
+            gguf.ints("tokenizer.ggml.token_type")?
+        } else {
+            vec![1; tokens.len()]
+        };
+        if types.len() != tokens.len() {
+            return Err(LlmError::metadata(
+                "tokenizer.ggml.token_type",
+                format!("has {} entries for {} tokens", types.len(), tokens.len()),
+            ));
+        }
+        let pre = if gguf.has("tokenizer.ggml.pre") {
+            gguf.string("tokenizer.ggml.pre")?
+        } else {
+            "default"
+        };
+
+        let vocab: HashMap<String, u32> = tokens
+            .iter()
+            .enumerate()
+            .map(|(id, t)| (t.to_string(), id as u32))
+            .collect();
+        let merges = merges
+            .iter()
+            .map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| {
+                        LlmError::metadata("tokenizer.ggml.merges", format!("bad merge {m:?}"))
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let bpe = BPE::builder()
+            .vocab_and_merges(
+                vocab
+                    .iter()
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect::<tokenizers::models::bpe::Vocab>(),
+                merges,
+            )
+            .build()
+            .map_err(|e| LlmError::Tokenizer(e.to_string()))?;
+        let mut inner = tokenizers::Tokenizer::new(bpe);
+        inner.with_pre_tokenizer(Some(pre_tokenizer(pre)?));
+        let specials: Vec<AddedToken> = tokens
+            .iter()
+            .zip(&types)
+            .filter(|(_, t)| **t == TYPE_CONTROL || **t == TYPE_USER_DEFINED)
+            .map(|(text, t)| AddedToken::from(text.to_string(), *t == TYPE_CONTROL))
+            .collect();
+        inner
+            .add_special_tokens(specials)
+            .map_err(|e| LlmError::Tokenizer(e.to_string()))?;
+
+        let byte_of = byte_decoder();
+        let bytes = tokens
+            .iter()
+            .zip(&types)
+            .map(|(text, t)| {
+                if *t == TYPE_CONTROL || *t == TYPE_USER_DEFINED {
+                    text.as_bytes().to_vec()
+                } else {
+                    text.chars()
+                        .flat_map(|c| match byte_of.get(&c) {
+                            Some(b) => vec![*b],
+                            None => c.to_string().into_bytes(),
+                        })
+                        .collect()
+                }
+            })
+            .collect();
+        let control: Vec<bool> = types.iter().map(|t| *t == TYPE_CONTROL).collect();
+        let optional_id = |key: &str| -> Result<Option<u32>> {
+            if !gguf.has(key) {
+                return Ok(None);
+            }
+            let id = gguf.usize(key)?;
+            if id >= tokens.len() {
+                return Err(LlmError::metadata(
+                    key,
+                    format!("token id {id} out of range"),
+                ));
+            }
+            Ok(Some(id as u32))
+        };
+        let bos = optional_id("tokenizer.ggml.bos_token_id")?;
+        let eos = optional_id("tokenizer.ggml.eos_token_id")?;
+        let flag = |key: &str, default: bool| -> Result<bool> {
+            if gguf.has(key) {
+                gguf.bool(key)
+            } else {
+                Ok(default)
+            }
+        };
+        let add_bos = flag("tokenizer.ggml.add_bos_token", false)?;
+        let add_eos = flag("tokenizer.ggml.add_eos_token", false)?;
+        let mut end_of_generation: Vec<u32> = eos.into_iter().collect();
+        for key in ["tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
+            end_of_generation.extend(optional_id(key)?);
+        }
+        for text in END_OF_TURN {
+            if let Some(&id) = vocab.get(*text)
+                && control[id as usize]
+            {
+                end_of_generation.push(id);
+            }
+        }
+        end_of_generation.sort_unstable();
+        end_of_generation.dedup();
+        Ok(Tokenizer {
+            inner,
+            bytes,
+            control,
+            ids: vocab,
+            bos,
+            eos,
+            add_bos,
+            add_eos,
+            end_of_generation,
+        })
+    }
+
+    /// The token ids of `text`, with special tokens written in it parsed,
+    /// and without BOS/EOS.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| LlmError::Tokenizer(e.to_string()))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// The ids of a whole prompt: [`encode`](Self::encode) plus BOS/EOS where
+    /// the model asks for them (`tokenizer.ggml.add_bos_token`), BOS not doubled.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = self.encode(text)?;
+        if self.add_bos
+            && let Some(bos) = self.bos
+            && ids.first() != Some(&bos)
+        {
+            ids.insert(0, bos);
+        }
+        if self.add_eos
+            && let Some(eos) = self.eos
+        {
+            ids.push(eos);
+        }
+        Ok(ids)
+    }
+
+    /// The text of `ids`; control tokens are left out when `skip_control`.
+    /// Invalid UTF-8 (a character cut off at the end) becomes U+FFFD.
+    pub fn decode(&self, ids: &[u32], skip_control: bool) -> String {
+        let mut bytes = Vec::new();
+        for &id in ids {
+            if skip_control && self.is_control(id) {
+                continue;
+            }
+            bytes.extend_from_slice(self.token_bytes(id));
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// The bytes token `id` stands for (empty for an unknown id).
+    pub fn token_bytes(&self, id: u32) -> &[u8] {
+        self.bytes.get(id as usize).map_or(&[], |b| b.as_slice())
+    }
+
+    /// Whether `id` is a control token (`<|im_start|>`, `<|im_end|>`, …).
+    pub fn is_control(&self, id: u32) -> bool {
+        self.control.get(id as usize).copied().unwrap_or(false)
+    }
+
+    /// Whether generating `id` ends the answer (EOS, end of turn).
+    pub fn is_end_of_generation(&self, id: u32) -> bool {
+        self.end_of_generation.binary_search(&id).is_ok()
+    }
+
+    /// The tokens that end generation.
+    pub fn end_of_generation(&self) -> &[u32] {
+        &self.end_of_generation
+    }
+
+    /// The id of token `text`, if the vocabulary has it.
+    pub fn token_id(&self, text: &str) -> Option<u32> {
+        self.ids.get(text).copied()
+    }
+
+    /// The vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// The beginning-of-sequence token.
+    pub fn bos(&self) -> Option<u32> {
+        self.bos
+    }
+
+    /// The end-of-sequence token.
+    pub fn eos(&self) -> Option<u32> {
+        self.eos
+    }
+
+    /// The text of a token id, for templates (`bos_token`, `eos_token`).
+    pub(crate) fn token_text(&self, id: Option<u32>) -> String {
+        id.map(|id| String::from_utf8_lossy(self.token_bytes(id)).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+fn pre_tokenizer(name: &str) -> Result<PreTokenizerWrapper> {
+    let split = |pattern: &str| -> Result<PreTokenizerWrapper> {
+        let split = Split::new(
+            SplitPattern::Regex(pattern.to_string()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(|e| LlmError::Tokenizer(e.to_string()))?;
+        Ok(PreTokenizerWrapper::Sequence(Sequence::new(vec![
+            split.into(),
+            ByteLevel::new(false, false, false).into(),
+        ])))
+    };
+    match name {
+        "llama-bpe" | "llama3" | "falcon3" | "pixtral" | "smaug-bpe" => split(LLAMA3_SPLIT),
+        "qwen2" | "deepseek-r1-qwen" => split(QWEN2_SPLIT),
+        "smollm" | "starcoder" | "refact" | "codeshell" => {
+            Ok(PreTokenizerWrapper::Sequence(Sequence::new(vec![
+                Digits::new(true).into(),
+                ByteLevel::new(false, false, true).into(),
+            ])))
+        }
+        "gpt2" | "default" | "gpt-2" | "olmo" | "jais" => {
+            Ok(ByteLevel::new(false, false, true).into())
+        }
+        other => {
+            tracing::warn!(
+                pre = other,
+                "unknown tokenizer.ggml.pre; using GPT-2's pre-tokenizer, ids may differ from llama.cpp"
+            );
+            Ok(ByteLevel::new(false, false, true).into())
+        }
+    }
+}
+
+/// GPT-2's byte-level alphabet, reversed: the character each byte is shown
+/// as in the vocabulary → the byte.
+fn byte_decoder() -> HashMap<char, u8> {
+    let mut map = HashMap::with_capacity(256);
+    let mut shifted = 0u32;
+    for b in 0..=255u8 {
+        let printable = matches!(b, 33..=126 | 161..=172 | 174..=255);
+        let c = if printable {
+            char::from(b)
+        } else {
+            shifted += 1;
+            char::from_u32(255 + shifted).unwrap_or('\u{fffd}')
+        };
+        map.insert(c, b);
+    }
+    map
+}
+
+/// Turns a stream of token bytes into text without ever splitting a
+/// character: bytes of an incomplete UTF-8 sequence wait for the next token.
+#[derive(Debug, Default, Clone)]
+pub struct StreamDecoder {
+    pending: Vec<u8>,
+}
+
+impl StreamDecoder {
+    /// A decoder with nothing pending.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a token's bytes; returns the text that is now complete.
+    pub fn push(&mut self, bytes: &[u8]) -> String {
+        self.pending.extend_from_slice(bytes);
+        let mut out = String::new();
+        loop {
+            match std::str::from_utf8(&self.pending) {
+                Ok(s) => {
+                    out.push_str(s);
+                    self.pending.clear();
+                    return out;
+                }
+                Err(e) => {
+                    let valid = e.valid_up_to();
+                    // SAFETY-free: the prefix was just validated.
+                    out.push_str(&String::from_utf8_lossy(&self.pending[..valid]));
+                    match e.error_len() {
+                        // Incomplete at the end: wait for more bytes.
+                        None => {
+                            self.pending.drain(..valid);
+                            return out;
+                        }
+                        // Invalid bytes in the middle: replace and go on.
+                        Some(bad) => {
+                            out.push('\u{fffd}');
+                            self.pending.drain(..valid + bad);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whatever is pending at the end (an incomplete character becomes U+FFFD).
+    pub fn finish(&mut self) -> String {
+        let out = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_decoder_never_splits_a_character() {
+        let text = "注意🦀x";
+        let bytes = text.as_bytes();
+        let mut decoder = StreamDecoder::new();
+        let mut out = String::new();
+        for b in bytes {
+            let piece = decoder.push(std::slice::from_ref(b));
+            assert!(!piece.contains('\u{fffd}'));
+            out.push_str(&piece);
+        }
+        out.push_str(&decoder.finish());
+        assert_eq!(out, text);
+    }
+
+    #[test]
+    fn stream_decoder_replaces_invalid_bytes() {
+        let mut decoder = StreamDecoder::new();
+        assert_eq!(decoder.push(&[b'a', 0xff, b'b']), "a\u{fffd}b");
+        assert_eq!(decoder.push(&[0xe6]), "");
+        assert_eq!(decoder.finish(), "\u{fffd}");
+    }
+
+    #[test]
+    fn byte_alphabet_is_a_bijection() {
+        let map = byte_decoder();
+        assert_eq!(map.len(), 256);
+        assert_eq!(map.get(&'Ġ'), Some(&b' '));
+        assert_eq!(map.get(&'Ċ'), Some(&b'\n'));
+    }
+}
