@@ -83,6 +83,46 @@ pub enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
 
+    /// Generate text from a prompt with the chat model, streamed as it comes
+    ///
+    /// The prompt is sent as a user message through the model's chat template
+    /// (read from the GGUF), after an optional --system message; --raw sends
+    /// the text as is. The model is the configured one (--llm NAME|FILE), or
+    /// --model: a GGUF file, a catalog name, or the URL of an OpenAI-compatible
+    /// server with the model name after `#` (the key comes from KB_API_KEY or
+    /// OPENAI_API_KEY).
+    #[command(after_help = "\
+Examples:
+  kb generate \"What is the capital of France?\"
+  kb generate --system \"Answer in French.\" --temperature 0.7 --seed 1 \"Hello\"
+  kb generate --json --max-tokens 16 \"Count to five\" | jq .ids
+  kb generate -v --threads 1 \"Explain a KV cache.\"     speed on stderr
+  kb generate --model http://localhost:11434/v1#qwen2.5:0.5b \"Hi\"
+  echo \"Summarise: ...\" | kb generate -")]
+    Generate {
+        /// The prompt; `-` or none reads it from standard input
+        prompt: Option<String>,
+
+        /// A system message before the prompt
+        #[arg(long, value_name = "TEXT")]
+        system: Option<String>,
+
+        /// Send the prompt as is, without the chat template
+        #[arg(long)]
+        raw: bool,
+
+        /// The model for this command: catalog name, GGUF file or server URL (overrides --llm)
+        #[arg(long, value_name = "NAME|PATH|URL")]
+        model: Option<String>,
+
+        #[command(flatten)]
+        decoding: DecodingArgs,
+
+        /// Print JSON: text, token ids, token counts and timings
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Print the embedding vectors of texts, for inspection and scripts
     ///
     /// Uses the configured embedder (--embedder NAME|DIR). Texts are embedded
@@ -105,6 +145,96 @@ Examples:
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Decoding settings shared by the commands that generate text.
+#[derive(Debug, Args, Clone)]
+pub struct DecodingArgs {
+    /// Sampling temperature; 0 is greedy (deterministic)
+    #[arg(long, default_value_t = 0.0, value_name = "T")]
+    pub temperature: f32,
+
+    /// Nucleus sampling: keep the smallest set of tokens with this much probability
+    #[arg(long, value_name = "P")]
+    pub top_p: Option<f32>,
+
+    /// Keep only the K most likely tokens
+    #[arg(long, value_name = "K")]
+    pub top_k: Option<usize>,
+
+    /// Drop tokens less likely than P × the most likely one
+    #[arg(long, value_name = "P")]
+    pub min_p: Option<f32>,
+
+    /// Penalise tokens seen in the last 64 (1 = off; 1.1 is a common value)
+    #[arg(long, default_value_t = 1.0, value_name = "X")]
+    pub repeat_penalty: f32,
+
+    /// Penalise generated tokens by how often they appeared (OpenAI's)
+    #[arg(long, default_value_t = 0.0, value_name = "X")]
+    pub frequency_penalty: f32,
+
+    /// Penalise generated tokens that appeared at all (OpenAI's)
+    #[arg(long, default_value_t = 0.0, value_name = "X")]
+    pub presence_penalty: f32,
+
+    /// Never repeat an n-gram of this size within the answer
+    #[arg(long, value_name = "N")]
+    pub no_repeat_ngram: Option<usize>,
+
+    /// Beam search with this many beams (deterministic; the answer arrives at once)
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub beams: usize,
+
+    /// Stop before this text (repeatable)
+    #[arg(long, value_name = "TEXT")]
+    pub stop: Vec<String>,
+
+    /// Seed of the sampler: the same seed gives the same answer
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+
+    /// Most tokens to generate [default: 512]
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<usize>,
+
+    /// Inference threads [env: KB_THREADS] [default: all cores]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+impl DecodingArgs {
+    /// The options these flags describe.
+    pub fn options(&self) -> kb_core::GenerateOptions {
+        let mut o = kb_core::GenerateOptions::default()
+            .temperature(self.temperature)
+            .repetition_penalty(self.repeat_penalty)
+            .frequency_penalty(self.frequency_penalty)
+            .presence_penalty(self.presence_penalty)
+            .num_beams(self.beams);
+        if let Some(p) = self.top_p {
+            o = o.top_p(p);
+        }
+        if let Some(k) = self.top_k {
+            o = o.top_k(k);
+        }
+        if let Some(p) = self.min_p {
+            o = o.min_p(p);
+        }
+        if let Some(n) = self.no_repeat_ngram {
+            o = o.no_repeat_ngram_size(n);
+        }
+        if let Some(seed) = self.seed {
+            o = o.seed(seed);
+        }
+        if let Some(n) = self.max_tokens {
+            o = o.max_tokens(n);
+        }
+        for s in &self.stop {
+            o = o.stop(s.clone());
+        }
+        o
+    }
 }
 
 #[derive(Debug, Subcommand)]

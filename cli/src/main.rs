@@ -37,7 +37,14 @@ fn run(cli: Cli) -> Result<()> {
             .filter(|v| !v.is_empty())
             .map(Into::into)
     });
-    let config = Config::load(cli.global.layer(), env, config_file)?;
+    let mut flags = cli.global.layer();
+    if let Command::Generate {
+        model: Some(model), ..
+    } = &cli.command
+    {
+        flags.llm = Some(model.clone());
+    }
+    let config = Config::load(flags, env, config_file)?;
     let stdout = io::stdout();
     let mut out = stdout.lock();
     match cli.command {
@@ -50,6 +57,26 @@ fn run(cli: Cli) -> Result<()> {
         Command::Config(ConfigCommand::Show { json }) => {
             commands::config::show(&config, json, &mut out)
         }
+        Command::Generate {
+            prompt,
+            system,
+            raw,
+            model: _,
+            decoding,
+            json,
+        } => commands::generate::run(
+            &config,
+            commands::generate::Request {
+                prompt,
+                system,
+                raw,
+                options: decoding.options(),
+                threads: decoding.threads,
+                json,
+                verbose: cli.global.verbose > 0,
+            },
+            &mut out,
+        ),
         Command::Embed { texts, query, json } => {
             commands::embed::run(&config, texts, query, json, &mut out)
         }

@@ -221,3 +221,76 @@ fn embed_prints_the_reference_vector_and_reads_stdin() {
         stderr(&output)
     );
 }
+
+#[test]
+fn generate_streams_an_answer_and_reports_ids_as_json() {
+    let output = kb(
+        &[
+            "generate",
+            "--system",
+            "You are a helpful assistant.",
+            "--max-tokens",
+            "16",
+            "What is the capital of France?",
+        ],
+        &[("KB_THREADS", "2")],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("Paris"), "{}", stdout(&output));
+
+    let output = kb(
+        &[
+            "generate",
+            "--json",
+            "--max-tokens",
+            "4",
+            "--stop",
+            "capital",
+            "-",
+        ],
+        &[],
+    );
+    // No stdin given: the prompt is empty.
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("prompt is empty"),
+        "{}",
+        stderr(&output)
+    );
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kb"))
+        .args(["generate", "--json", "--max-tokens", "4", "-"])
+        .env_remove("KB_LLM")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"Hi").expect("write");
+    }
+    let output = child.wait_with_output().expect("wait");
+    assert!(output.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(json["ids"].as_array().map(Vec::len), Some(4));
+    assert_eq!(json["finish_reason"], "length");
+    // "<|im_start|>user\nHi<|im_end|>" inside the template's default system turn.
+    let prompt_ids = json["prompt_ids"].as_array().expect("prompt ids");
+    assert!(prompt_ids.len() > 5);
+    assert_eq!(prompt_ids[0], 1);
+}
+
+#[test]
+fn generate_rejects_bad_options_and_models_clearly() {
+    let output = kb(&["generate", "--top-p", "3", "hi"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("top_p"), "{}", stderr(&output));
+    let output = kb(&["generate", "--model", "/no/such/model.gguf", "hi"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("/no/such/model.gguf"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -28,6 +28,8 @@ mod error;
 mod gguf;
 mod llama;
 mod local;
+#[cfg(feature = "remote")]
+mod openai;
 mod ops;
 mod quant;
 mod sampler;
@@ -38,6 +40,8 @@ pub use engine::{DEFAULT_MAX_TOKENS, Generation, GgufModel, LoadOptions, Session
 pub use error::{LlmError, Result};
 pub use gguf::GgufFile;
 pub use local::LocalLlm;
+#[cfg(feature = "remote")]
+pub use openai::{OpenAiChat, OpenAiChatBuilder};
 pub use sampler::{REPETITION_WINDOW, Sampler, argmax};
 pub use template::ChatTemplate;
 pub use tokenizer::{StreamDecoder, Tokenizer};

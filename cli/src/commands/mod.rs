@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod embed;
+pub mod generate;
 pub mod models;
 
 /// `1234567` → `1.2 MB`.
