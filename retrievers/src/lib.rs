@@ -17,10 +17,24 @@
 //! assert_eq!(splits.len(), 1);
 //! ```
 
+mod bm25;
 mod error;
+mod hybrid;
+mod knowledge_base;
 mod loader;
+mod manifest;
 mod splitter;
+mod vectors;
 
+pub use bm25::{Bm25Index, bm25_terms};
 pub use error::{Error, Result};
-pub use loader::{CsvMode, DirectoryLoader, LoadReport, Skipped};
+pub use hybrid::{
+    Bm25Retriever, Fusion, Hit, HybridRetriever, Rank, SearchMode, VectorRetriever, fuse,
+};
+pub use knowledge_base::{
+    Access, IngestOptions, IngestReport, KnowledgeBase, Progress, Stats, chunk_ids_by_source,
+};
+pub use loader::{CsvMode, DirectoryLoader, FileEntry, LoadReport, Skipped};
+pub use manifest::{FileRecord, Manifest};
 pub use splitter::{LengthFn, MarkdownSplitter, RecursiveSplitter, Split};
+pub use vectors::{EdgeStore, INDEXED_KEYS, point_id, to_qdrant_filter};

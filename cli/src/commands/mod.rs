@@ -2,7 +2,9 @@
 
 pub mod config;
 pub mod embed;
+pub mod eval;
 pub mod generate;
+pub mod kb;
 pub mod models;
 
 /// `1234567` → `1.2 MB`.

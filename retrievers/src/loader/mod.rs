@@ -24,7 +24,7 @@ pub enum CsvMode {
 }
 
 /// A file that was not loaded, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Skipped {
     /// The file (or `file:line` for one bad record).
     pub path: String,
@@ -39,6 +39,35 @@ pub struct LoadReport {
     pub documents: Vec<Document>,
     /// Files and records that were skipped, each with its reason.
     pub skipped: Vec<Skipped>,
+}
+
+/// A file found by [`DirectoryLoader::files`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Where it is.
+    pub path: std::path::PathBuf,
+    /// Its path relative to the folder that was walked (its name for a file).
+    pub relative: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its modification time, nanoseconds since the Unix epoch (0 if unknown).
+    pub mtime_ns: u64,
+}
+
+impl FileEntry {
+    fn new(path: std::path::PathBuf, relative: String, meta: &std::fs::Metadata) -> Self {
+        let mtime_ns = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos() as u64);
+        FileEntry {
+            path,
+            relative,
+            size: meta.len(),
+            mtime_ns,
+        }
+    }
 }
 
 /// Loads files and folders of Markdown, text, HTML, JSON, JSON Lines and CSV.
@@ -132,22 +161,40 @@ impl DirectoryLoader {
         self
     }
 
-    /// Loads a file or everything loadable under a folder.
+    /// Loads a file, or every readable file under a folder. Ids and
+    /// `source` metadata are paths relative to `path` (a file's own name
+    /// when `path` is a file).
     pub fn load(&self, path: impl AsRef<Path>) -> Result<LoadReport> {
+        let (files, skipped) = self.files(path)?;
+        let mut report = LoadReport {
+            documents: Vec::new(),
+            skipped,
+        };
+        for file in &files {
+            self.load_file(&file.path, &file.relative, &mut report);
+        }
+        Ok(report)
+    }
+
+    /// The files [`load`](Self::load) would read under `path`, with their
+    /// size and modification time, without reading them: what incremental
+    /// ingestion compares against its manifest.
+    pub fn files(&self, path: impl AsRef<Path>) -> Result<(Vec<FileEntry>, Vec<Skipped>)> {
         let path = path.as_ref();
         let meta = std::fs::metadata(path).map_err(|source| Error::Io {
             action: "reading",
             path: path.into(),
             source,
         })?;
-        let mut report = LoadReport::default();
+        let mut files = Vec::new();
+        let mut skipped = Vec::new();
         if meta.is_file() {
-            let id = path
+            let relative = path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            self.load_file(path, &id, &mut report);
-            return Ok(report);
+            files.push(FileEntry::new(path.to_path_buf(), relative, &meta));
+            return Ok((files, skipped));
         }
         let walker = walkdir::WalkDir::new(path)
             .follow_links(false)
@@ -162,7 +209,7 @@ impl DirectoryLoader {
                         .path()
                         .map(|p| p.display().to_string())
                         .unwrap_or_default();
-                    report.skipped.push(Skipped {
+                    skipped.push(Skipped {
                         path: where_,
                         reason: err.to_string(),
                     });
@@ -181,7 +228,7 @@ impl DirectoryLoader {
             }
             if extension(entry.path()).is_none_or(|ext| !EXTENSIONS.contains(&ext.as_str())) {
                 if self.include.is_some() {
-                    report.skipped.push(Skipped {
+                    skipped.push(Skipped {
                         path: id,
                         reason: format!(
                             "unsupported file type (kb reads {})",
@@ -191,9 +238,22 @@ impl DirectoryLoader {
                 }
                 continue;
             }
-            self.load_file(entry.path(), &id, &mut report);
+            match entry.metadata() {
+                Ok(meta) => files.push(FileEntry::new(entry.path().to_path_buf(), id, &meta)),
+                Err(err) => skipped.push(Skipped {
+                    path: id,
+                    reason: format!("cannot read: {err}"),
+                }),
+            }
         }
-        Ok(report)
+        Ok((files, skipped))
+    }
+
+    /// Reads one file found by [`files`](Self::files); ids are its relative path.
+    pub fn load_entry(&self, file: &FileEntry) -> LoadReport {
+        let mut report = LoadReport::default();
+        self.load_file(&file.path, &file.relative, &mut report);
+        report
     }
 
     fn load_file(&self, path: &Path, id: &str, report: &mut LoadReport) {

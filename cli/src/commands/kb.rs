@@ -1,0 +1,287 @@
+//! `kb ingest`, `kb search`, `kb list`, `kb delete`, `kb stats`.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use kb_core::Filter;
+use kb_retrievers::{
+    Access, DirectoryLoader, Hit, IngestOptions, KnowledgeBase, Progress, SearchMode,
+};
+use serde_json::json;
+
+use crate::args::{IngestArgs, SearchArgs};
+use crate::commands::embed::load_embedder;
+use crate::commands::human_size;
+use crate::config::Config;
+
+/// A tokio runtime for the library's async API.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Opens the configured knowledge base.
+pub fn open(config: &Config, access: Access) -> Result<KnowledgeBase> {
+    let embedder = load_embedder(config)?;
+    let dir = &config.kb_dir.value;
+    KnowledgeBase::open(dir, Arc::new(embedder), access)
+        .with_context(|| format!("opening the knowledge base {}", dir.display()))
+}
+
+pub fn ingest(config: &Config, request: &IngestArgs, out: &mut impl Write) -> Result<()> {
+    if request.paths.is_empty() {
+        bail!("nothing to ingest: give files or folders, e.g. `kb ingest docs/`");
+    }
+    for path in &request.paths {
+        if !path.exists() {
+            bail!("{} does not exist", path.display());
+        }
+    }
+    let mut loader = DirectoryLoader::new();
+    for pattern in &request.include {
+        loader = loader.include(pattern)?;
+    }
+    for pattern in &request.exclude {
+        loader = loader.exclude(pattern)?;
+    }
+    let options = IngestOptions {
+        loader,
+        chunk_size: request.chunk_size,
+        chunk_overlap: request.chunk_overlap,
+        prune: request.prune,
+        ..IngestOptions::default()
+    };
+    let access = if request.rebuild {
+        Access::Rebuild
+    } else {
+        Access::Write
+    };
+    let kb = open(config, access)?;
+    let show = !request.json && !request.quiet;
+    let files_bar = ProgressBar::hidden();
+    if show {
+        files_bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        files_bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {prefix:>9} [{bar:30}] {pos}/{len} {msg} ({elapsed})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        files_bar.set_prefix("files");
+        files_bar.enable_steady_tick(Duration::from_millis(120));
+    }
+    let mut progress = |p: Progress| match p {
+        Progress::Files { done, total } => {
+            files_bar.set_length(total as u64);
+            files_bar.set_position(done as u64);
+        }
+        Progress::Embedding { done, total } => {
+            let rate = files_bar.elapsed().as_secs_f64();
+            files_bar.set_message(format!("embedding {done}/{total} chunks"));
+            let _ = rate;
+        }
+    };
+    let report = runtime()?.block_on(kb.ingest(&request.paths, &options, &mut progress))?;
+    files_bar.finish_and_clear();
+    if request.json {
+        serde_json::to_writer_pretty(&mut *out, &report)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let rate = if report.embedding_time.as_secs_f64() > 0.0 {
+        format!(
+            ", {:.0} chunks/s embedding",
+            report.chunks_written as f64 / report.embedding_time.as_secs_f64()
+        )
+    } else {
+        String::new()
+    };
+    writeln!(
+        out,
+        "{} files: {} added, {} updated, {} unchanged, {} removed, {} skipped; {} chunks written, {} removed in {:.2} s{rate}",
+        report.files,
+        report.added,
+        report.updated,
+        report.unchanged,
+        report.removed,
+        report.skipped.len(),
+        report.chunks_written,
+        report.chunks_removed,
+        report.elapsed.as_secs_f64(),
+    )?;
+    if report.recovered > 0 {
+        writeln!(
+            out,
+            "recovered from an interrupted run: {} stray chunks removed",
+            report.recovered
+        )?;
+    }
+    for skipped in &report.skipped {
+        eprintln!("warning: skipped {}: {}", skipped.path, skipped.reason);
+    }
+    Ok(())
+}
+
+pub fn parse_filter(filter: Option<&str>) -> Result<Option<Filter>> {
+    filter
+        .map(|f| f.parse::<Filter>().context("parsing --filter"))
+        .transpose()
+}
+
+pub fn search(config: &Config, request: &SearchArgs, out: &mut impl Write) -> Result<()> {
+    let mode: SearchMode = request.mode.parse()?;
+    if request.query.trim().is_empty() {
+        bail!("the query is empty");
+    }
+    let filter = parse_filter(request.filter.as_deref())?;
+    let kb = open(config, Access::Read)?;
+    let hits = runtime()?.block_on(kb.search(&request.query, request.k, filter.as_ref(), mode))?;
+    if request.json {
+        serde_json::to_writer_pretty(&mut *out, &hits)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    if hits.is_empty() {
+        writeln!(out, "no results")?;
+    }
+    for (i, hit) in hits.iter().enumerate() {
+        print_hit(out, i + 1, hit, request.explain)?;
+    }
+    Ok(())
+}
+
+fn print_hit(out: &mut impl Write, n: usize, hit: &Hit, explain: bool) -> Result<()> {
+    let chunk = &hit.scored.chunk;
+    let source = chunk
+        .metadata
+        .get("source")
+        .and_then(|s| s.as_str())
+        .unwrap_or(&chunk.doc_id);
+    let headings = chunk
+        .metadata
+        .get("headings")
+        .and_then(|s| s.as_str())
+        .map(|h| format!(" › {h}"))
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "[{n}] {source}{headings}  (score {:.4})",
+        hit.scored.score
+    )?;
+    if explain {
+        let describe = |r: Option<kb_retrievers::Rank>| {
+            r.map(|r| format!("#{} ({:.4})", r.rank, r.score))
+                .unwrap_or_else(|| "–".into())
+        };
+        writeln!(
+            out,
+            "    vector {}   bm25 {}   chunk {}",
+            describe(hit.vector),
+            describe(hit.bm25),
+            chunk.id
+        )?;
+    }
+    let text: String = chunk.text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let preview: String = text.chars().take(240).collect();
+    let ellipsis = if text.chars().count() > 240 {
+        "…"
+    } else {
+        ""
+    };
+    writeln!(out, "    {preview}{ellipsis}")?;
+    Ok(())
+}
+
+pub fn list(config: &Config, json: bool, out: &mut impl Write) -> Result<()> {
+    let kb = open(config, Access::Read)?;
+    let files = kb.files()?;
+    if json {
+        let rows: Vec<_> = files
+            .iter()
+            .map(|f| {
+                json!({
+                    "source": f.source,
+                    "title": f.title,
+                    "documents": f.documents,
+                    "chunks": f.chunk_ids.len(),
+                    "size": f.size,
+                    "hash": f.hash,
+                    "ingested_at": f.ingested_at,
+                })
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut *out, &rows)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    if files.is_empty() {
+        writeln!(out, "the knowledge base is empty")?;
+    }
+    for f in &files {
+        writeln!(
+            out,
+            "{:>5} chunks  {:>9}  {}  {}",
+            f.chunk_ids.len(),
+            human_size(f.size),
+            f.source,
+            f.title
+        )?;
+    }
+    Ok(())
+}
+
+pub fn delete(config: &Config, sources: &[String], json: bool, out: &mut impl Write) -> Result<()> {
+    if sources.is_empty() {
+        bail!("name the files to delete, as `kb list` shows them");
+    }
+    let kb = open(config, Access::Write)?;
+    let known: std::collections::HashSet<String> =
+        kb.files()?.into_iter().map(|f| f.source).collect();
+    let missing: Vec<&String> = sources.iter().filter(|s| !known.contains(*s)).collect();
+    if !missing.is_empty() {
+        bail!(
+            "not in the knowledge base: {} (see `kb list`)",
+            missing
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let (files, chunks) = kb.delete(sources)?;
+    if json {
+        serde_json::to_writer(&mut *out, &json!({"files": files, "chunks": chunks}))?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "deleted {files} files ({chunks} chunks)")?;
+    }
+    Ok(())
+}
+
+pub fn stats(config: &Config, json: bool, out: &mut impl Write) -> Result<()> {
+    let kb = open(config, Access::Read)?;
+    let stats = kb.stats()?;
+    if json {
+        serde_json::to_writer_pretty(&mut *out, &stats)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(out, "knowledge base  {}", stats.dir.display())?;
+    writeln!(
+        out,
+        "embedder        {} ({} dimensions)",
+        stats.embedder, stats.dimension
+    )?;
+    writeln!(out, "files           {}", stats.files)?;
+    writeln!(out, "documents       {}", stats.documents)?;
+    writeln!(out, "chunks          {}", stats.chunks)?;
+    writeln!(out, "vectors         {}", stats.vectors)?;
+    writeln!(out, "bm25 entries    {}", stats.bm25_chunks)?;
+    writeln!(out, "on disk         {}", human_size(stats.disk_bytes))?;
+    Ok(())
+}

@@ -1,0 +1,372 @@
+//! [`Bm25Index`]: keyword search over chunks, persisted with tantivy and
+//! tokenized with jieba, so that Chinese text without spaces is searchable.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use jieba_rs::{Jieba, TokenizeMode};
+use kb_core::{Chunk, Filter, ScoredChunk};
+use tantivy::collector::TopDocs;
+use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
+use tantivy::schema::{
+    Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
+};
+use tantivy::tokenizer::{Token, TokenStream, Tokenizer};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+
+use crate::error::{Error, Result};
+
+/// The name the analyzer is registered under in the index.
+const TOKENIZER: &str = "kb_jieba";
+
+/// jieba's dictionary, loaded once per process.
+fn jieba() -> &'static Jieba {
+    static JIEBA: OnceLock<Jieba> = OnceLock::new();
+    JIEBA.get_or_init(Jieba::new)
+}
+
+/// The words BM25 indexes in `text`: jieba's search-mode segmentation (long
+/// Chinese words also yield their parts), lowercased, with whitespace and
+/// punctuation dropped.
+///
+/// ```
+/// let terms = kb_retrievers::bm25_terms("大模型微调的显存, GPU Memory!");
+/// assert!(terms.contains(&"模型".to_string()));
+/// assert!(terms.contains(&"显存".to_string()));
+/// assert!(terms.contains(&"gpu".to_string()));
+/// assert!(!terms.iter().any(|t| t == "," || t == " "));
+/// ```
+pub fn bm25_terms(text: &str) -> Vec<String> {
+    analyze(text).into_iter().map(|t| t.text).collect()
+}
+
+fn analyze(text: &str) -> Vec<Token> {
+    let mut byte_of_char: Vec<usize> = text.char_indices().map(|(b, _)| b).collect();
+    byte_of_char.push(text.len());
+    jieba()
+        .tokenize(text, TokenizeMode::Search, true)
+        .into_iter()
+        .filter(|t| t.word.chars().any(char::is_alphanumeric))
+        .enumerate()
+        .map(|(position, t)| Token {
+            offset_from: byte_of_char[t.start.min(byte_of_char.len() - 1)],
+            offset_to: byte_of_char[t.end.min(byte_of_char.len() - 1)],
+            position,
+            text: t.word.to_lowercase(),
+            position_length: 1,
+        })
+        .collect()
+}
+
+/// The tantivy tokenizer over [`analyze`].
+#[derive(Clone, Default)]
+struct KbTokenizer;
+
+struct KbTokenStream {
+    tokens: Vec<Token>,
+    index: usize,
+}
+
+impl Tokenizer for KbTokenizer {
+    type TokenStream<'a> = KbTokenStream;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> KbTokenStream {
+        KbTokenStream {
+            tokens: analyze(text),
+            index: 0,
+        }
+    }
+}
+
+impl TokenStream for KbTokenStream {
+    fn advance(&mut self) -> bool {
+        if self.index < self.tokens.len() {
+            self.index += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn token(&self) -> &Token {
+        &self.tokens[self.index - 1]
+    }
+
+    fn token_mut(&mut self) -> &mut Token {
+        &mut self.tokens[self.index - 1]
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Fields {
+    id: Field,
+    doc_id: Field,
+    source: Field,
+    text: Field,
+    chunk: Field,
+}
+
+/// A persistent BM25 index of chunks in a directory.
+///
+/// Adding a chunk whose id is already indexed replaces it; changes become
+/// visible (and durable) at [`commit`](Self::commit).
+pub struct Bm25Index {
+    dir: PathBuf,
+    index: Index,
+    reader: IndexReader,
+    writer: Mutex<Option<IndexWriter>>,
+    fields: Fields,
+}
+
+impl std::fmt::Debug for Bm25Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bm25Index")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn schema() -> Schema {
+    let mut builder = Schema::builder();
+    builder.add_text_field("id", STRING | STORED);
+    builder.add_text_field("doc_id", STRING);
+    builder.add_text_field("source", STRING);
+    let text = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(TOKENIZER)
+            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+    );
+    builder.add_text_field("text", text);
+    builder.add_text_field("chunk", STORED);
+    builder.build()
+}
+
+fn index_error(dir: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Index(format!("BM25 index {}: {e}", dir.display()))
+}
+
+impl Bm25Index {
+    /// Opens the index in `dir`, creating it if the directory is empty or missing.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            action: "creating",
+            path: dir.into(),
+            source,
+        })?;
+        let index = if dir.join("meta.json").exists() {
+            Index::open_in_dir(dir).map_err(|e| index_error(dir, e))?
+        } else {
+            Index::create_in_dir(dir, schema()).map_err(|e| index_error(dir, e))?
+        };
+        // Tokenizers are not persisted: register ours on every open.
+        index.tokenizers().register(TOKENIZER, KbTokenizer);
+        let schema = index.schema();
+        let field = |name: &str| {
+            schema
+                .get_field(name)
+                .map_err(|e| index_error(dir, format!("unexpected schema: {e}")))
+        };
+        let fields = Fields {
+            id: field("id")?,
+            doc_id: field("doc_id")?,
+            source: field("source")?,
+            text: field("text")?,
+            chunk: field("chunk")?,
+        };
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(|e| index_error(dir, e))?;
+        Ok(Bm25Index {
+            dir: dir.to_path_buf(),
+            index,
+            reader,
+            writer: Mutex::new(None),
+            fields,
+        })
+    }
+
+    fn with_writer<T>(&self, f: impl FnOnce(&mut IndexWriter) -> Result<T>) -> Result<T> {
+        let mut guard = self
+            .writer
+            .lock()
+            .map_err(|_| index_error(&self.dir, "writer lock poisoned"))?;
+        if guard.is_none() {
+            let writer = self
+                .index
+                .writer_with_num_threads(1, 64 << 20)
+                .map_err(|e| index_error(&self.dir, e))?;
+            *guard = Some(writer);
+        }
+        match guard.as_mut() {
+            Some(writer) => f(writer),
+            None => Err(index_error(&self.dir, "no writer")),
+        }
+    }
+
+    /// Adds (or replaces) `chunks`.
+    pub fn upsert(&self, chunks: &[Chunk]) -> Result<()> {
+        let f = self.fields;
+        self.with_writer(|writer| {
+            for chunk in chunks {
+                writer.delete_term(Term::from_field_text(f.id, &chunk.id));
+                let source = chunk
+                    .metadata
+                    .get("source")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default();
+                let stored = serde_json::to_string(chunk).map_err(|e| index_error(&self.dir, e))?;
+                let mut doc = TantivyDocument::default();
+                doc.add_text(f.id, &chunk.id);
+                doc.add_text(f.doc_id, &chunk.doc_id);
+                doc.add_text(f.source, source);
+                doc.add_text(f.text, &chunk.text);
+                doc.add_text(f.chunk, &stored);
+                writer
+                    .add_document(doc)
+                    .map_err(|e| index_error(&self.dir, e))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes the chunks with these ids.
+    pub fn delete(&self, ids: &[String]) -> Result<()> {
+        let f = self.fields;
+        self.with_writer(|writer| {
+            for id in ids {
+                writer.delete_term(Term::from_field_text(f.id, id));
+            }
+            Ok(())
+        })
+    }
+
+    /// Makes the changes so far durable and visible to searches.
+    pub fn commit(&self) -> Result<()> {
+        self.with_writer(|writer| {
+            writer.commit().map_err(|e| index_error(&self.dir, e))?;
+            Ok(())
+        })?;
+        self.reader.reload().map_err(|e| index_error(&self.dir, e))
+    }
+
+    /// Chunks indexed.
+    pub fn count(&self) -> usize {
+        self.reader.searcher().num_docs() as usize
+    }
+
+    /// The `k` best chunks for `query` by BM25, among those `filter` accepts.
+    pub fn search(
+        &self,
+        query: &str,
+        k: usize,
+        filter: Option<&Filter>,
+    ) -> Result<Vec<ScoredChunk>> {
+        let f = self.fields;
+        let mut terms = bm25_terms(query);
+        terms.sort();
+        terms.dedup();
+        if terms.is_empty() || k == 0 {
+            return Ok(Vec::new());
+        }
+        let clauses: Vec<(Occur, Box<dyn Query>)> = terms
+            .iter()
+            .map(|t| {
+                let q: Box<dyn Query> = Box::new(TermQuery::new(
+                    Term::from_field_text(f.text, t),
+                    IndexRecordOption::WithFreqs,
+                ));
+                (Occur::Should, q)
+            })
+            .collect();
+        let query = BooleanQuery::new(clauses);
+        let searcher = self.reader.searcher();
+        // Metadata filters are applied to the hits; fetch more until enough pass.
+        let mut limit = if filter.is_some() { k * 4 } else { k };
+        loop {
+            let top = searcher
+                .search(&query, &TopDocs::with_limit(limit).order_by_score())
+                .map_err(|e| index_error(&self.dir, e))?;
+            let exhausted = top.len() < limit;
+            let mut hits = Vec::with_capacity(k);
+            for (score, address) in top {
+                let doc: TantivyDocument = searcher
+                    .doc(address)
+                    .map_err(|e| index_error(&self.dir, e))?;
+                let Some(stored) = doc.get_first(f.chunk).and_then(|v| v.as_str()) else {
+                    continue;
+                };
+                let chunk: Chunk =
+                    serde_json::from_str(stored).map_err(|e| index_error(&self.dir, e))?;
+                if filter.is_none_or(|flt| flt.matches(&chunk.metadata)) {
+                    hits.push(ScoredChunk { chunk, score });
+                    if hits.len() == k {
+                        return Ok(hits);
+                    }
+                }
+            }
+            if exhausted || limit >= 100_000 {
+                return Ok(hits);
+            }
+            limit *= 4;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(doc: &str, n: u32, text: &str, source: &str) -> Chunk {
+        Chunk::new(doc, n, text).with_metadata("source", source)
+    }
+
+    #[test]
+    fn chinese_queries_find_unspaced_text_and_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let chunks = vec![
+            chunk(
+                "a",
+                0,
+                "大模型微调需要大量显存，LoRA 通过低秩矩阵减少参数。",
+                "a.md",
+            ),
+            chunk("b", 0, "注意力机制让模型关注输入的不同部分。", "b.md"),
+            chunk(
+                "c",
+                0,
+                "The quick brown fox jumps over the lazy dog.",
+                "c.md",
+            ),
+        ];
+        {
+            let index = Bm25Index::open(dir.path()).expect("open");
+            index.upsert(&chunks).expect("add");
+            index.commit().expect("commit");
+            // Replacing by id does not duplicate.
+            index.upsert(&chunks[..1]).expect("add again");
+            index.commit().expect("commit");
+            assert_eq!(index.count(), 3);
+        }
+        let index = Bm25Index::open(dir.path()).expect("reopen");
+        let hits = index.search("大模型微调显存", 3, None).expect("search");
+        assert_eq!(hits[0].chunk.doc_id, "a");
+        let hits = index.search("注意力机制", 3, None).expect("search");
+        assert_eq!(hits[0].chunk.doc_id, "b");
+        let hits = index.search("LAZY dog", 3, None).expect("search");
+        assert_eq!(hits[0].chunk.doc_id, "c");
+        let filter: Filter = "source=b.md".parse().expect("filter");
+        let hits = index.search("模型", 3, Some(&filter)).expect("search");
+        assert!(hits.iter().all(|h| h.chunk.doc_id == "b"), "{hits:?}");
+        index.delete(&[chunks[1].id.clone()]).expect("delete");
+        index.commit().expect("commit");
+        assert!(
+            index
+                .search("注意力机制", 3, None)
+                .expect("search")
+                .is_empty()
+        );
+        assert!(index.search("，。！", 3, None).expect("search").is_empty());
+    }
+}

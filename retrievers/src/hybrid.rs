@@ -1,0 +1,334 @@
+//! Retrieval over a knowledge base's two indexes: [`VectorRetriever`],
+//! [`Bm25Retriever`], and [`HybridRetriever`], which fuses them with
+//! reciprocal-rank fusion.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use kb_core::{Embedder, Filter, Retriever, ScoredChunk};
+use serde::{Deserialize, Serialize};
+
+use crate::bm25::Bm25Index;
+use crate::vectors::EdgeStore;
+
+/// Which indexes a search uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMode {
+    /// Vectors and BM25, fused.
+    #[default]
+    Hybrid,
+    /// Embedding similarity only.
+    Vector,
+    /// Keywords only.
+    Bm25,
+}
+
+impl std::str::FromStr for SearchMode {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> crate::Result<Self> {
+        match s {
+            "hybrid" => Ok(SearchMode::Hybrid),
+            "vector" | "dense" => Ok(SearchMode::Vector),
+            "bm25" | "keyword" => Ok(SearchMode::Bm25),
+            other => Err(crate::Error::InvalidInput(format!(
+                "unknown search mode {other:?}; use hybrid, vector or bm25"
+            ))),
+        }
+    }
+}
+
+/// Where a hit ranked in each index.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Rank {
+    /// 1-based rank.
+    pub rank: usize,
+    /// The index's own score (cosine similarity, or BM25).
+    pub score: f32,
+}
+
+/// A search result with its explanation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hit {
+    /// The chunk, with the fused score (or the single index's score).
+    #[serde(flatten)]
+    pub scored: ScoredChunk,
+    /// Its rank among the vector candidates, if it was one.
+    pub vector: Option<Rank>,
+    /// Its rank among the BM25 candidates, if it was one.
+    pub bm25: Option<Rank>,
+}
+
+/// How [`HybridRetriever`] fuses.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fusion {
+    /// RRF's constant `k` in `w / (k + rank)` (60 in the original paper).
+    pub rrf_k: f32,
+    /// Weight of the vector ranking.
+    pub vector_weight: f32,
+    /// Weight of the BM25 ranking.
+    pub bm25_weight: f32,
+    /// Candidates taken from each index, as a multiple of the hits asked for.
+    pub candidates_factor: usize,
+}
+
+impl Default for Fusion {
+    fn default() -> Self {
+        Fusion {
+            rrf_k: 60.0,
+            vector_weight: 1.0,
+            bm25_weight: 1.0,
+            candidates_factor: 4,
+        }
+    }
+}
+
+/// Embedding search over the vector store.
+#[derive(Clone)]
+pub struct VectorRetriever {
+    embedder: Arc<dyn Embedder>,
+    store: Arc<EdgeStore>,
+    filter: Option<Filter>,
+}
+
+impl VectorRetriever {
+    /// Searches `store` with queries embedded by `embedder`.
+    pub fn new(embedder: Arc<dyn Embedder>, store: Arc<EdgeStore>) -> Self {
+        VectorRetriever {
+            embedder,
+            store,
+            filter: None,
+        }
+    }
+
+    /// Only chunks `filter` accepts.
+    pub fn with_filter(mut self, filter: Option<Filter>) -> Self {
+        self.filter = filter;
+        self
+    }
+}
+
+#[async_trait]
+impl Retriever for VectorRetriever {
+    async fn retrieve(&self, query: &str, k: usize) -> kb_core::Result<Vec<ScoredChunk>> {
+        let vector = self.embedder.embed_query(query).await?;
+        Ok(self
+            .store
+            .search_blocking(&vector, k, self.filter.as_ref())?)
+    }
+}
+
+/// Keyword search over the BM25 index.
+#[derive(Clone)]
+pub struct Bm25Retriever {
+    index: Arc<Bm25Index>,
+    filter: Option<Filter>,
+}
+
+impl Bm25Retriever {
+    /// Searches `index`.
+    pub fn new(index: Arc<Bm25Index>) -> Self {
+        Bm25Retriever {
+            index,
+            filter: None,
+        }
+    }
+
+    /// Only chunks `filter` accepts.
+    pub fn with_filter(mut self, filter: Option<Filter>) -> Self {
+        self.filter = filter;
+        self
+    }
+}
+
+#[async_trait]
+impl Retriever for Bm25Retriever {
+    async fn retrieve(&self, query: &str, k: usize) -> kb_core::Result<Vec<ScoredChunk>> {
+        Ok(self.index.search(query, k, self.filter.as_ref())?)
+    }
+}
+
+/// Vector and BM25 search fused by weighted reciprocal-rank fusion: each
+/// chunk scores `Σ wᵢ / (k + rankᵢ)` over the rankings it appears in, so
+/// neither index's raw scores need calibrating against the other's.
+///
+/// ```no_run
+/// # async fn demo(kb: &kb_retrievers::KnowledgeBase) -> kb_core::Result<()> {
+/// use kb_retrievers::SearchMode;
+/// for hit in kb.search("注意力机制", 5, None, SearchMode::Hybrid).await? {
+///     println!("{:.4} {} (vector {:?}, bm25 {:?})",
+///         hit.scored.score, hit.scored.chunk.doc_id, hit.vector, hit.bm25);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct HybridRetriever {
+    vector: VectorRetriever,
+    bm25: Bm25Retriever,
+    fusion: Fusion,
+}
+
+impl HybridRetriever {
+    /// Fuses the two retrievers.
+    pub fn new(vector: VectorRetriever, bm25: Bm25Retriever, fusion: Fusion) -> Self {
+        HybridRetriever {
+            vector,
+            bm25,
+            fusion,
+        }
+    }
+
+    /// Only chunks `filter` accepts.
+    pub fn with_filter(mut self, filter: Option<Filter>) -> Self {
+        self.vector.filter = filter.clone();
+        self.bm25.filter = filter;
+        self
+    }
+
+    /// The `k` best hits with their rank in each index.
+    pub async fn search(
+        &self,
+        query: &str,
+        k: usize,
+        mode: SearchMode,
+    ) -> kb_core::Result<Vec<Hit>> {
+        let candidates = (k * self.fusion.candidates_factor).max(k).max(20);
+        let single = |hits: Vec<ScoredChunk>, vector: bool| -> Vec<Hit> {
+            hits.into_iter()
+                .take(k)
+                .enumerate()
+                .map(|(i, scored)| {
+                    let rank = Some(Rank {
+                        rank: i + 1,
+                        score: scored.score,
+                    });
+                    Hit {
+                        scored,
+                        vector: if vector { rank } else { None },
+                        bm25: if vector { None } else { rank },
+                    }
+                })
+                .collect()
+        };
+        match mode {
+            SearchMode::Vector => return Ok(single(self.vector.retrieve(query, k).await?, true)),
+            SearchMode::Bm25 => return Ok(single(self.bm25.retrieve(query, k).await?, false)),
+            SearchMode::Hybrid => {}
+        }
+        let vector_hits = self.vector.retrieve(query, candidates).await?;
+        let bm25_hits = self.bm25.retrieve(query, candidates).await?;
+        Ok(fuse(vector_hits, bm25_hits, &self.fusion, k))
+    }
+}
+
+/// Weighted reciprocal-rank fusion of two rankings, deduplicated by chunk id.
+pub fn fuse(
+    vector: Vec<ScoredChunk>,
+    bm25: Vec<ScoredChunk>,
+    fusion: &Fusion,
+    k: usize,
+) -> Vec<Hit> {
+    let mut hits: HashMap<String, Hit> = HashMap::new();
+    let mut order: Vec<String> = Vec::new();
+    for (list, is_vector) in [(vector, true), (bm25, false)] {
+        let weight = if is_vector {
+            fusion.vector_weight
+        } else {
+            fusion.bm25_weight
+        };
+        for (i, scored) in list.into_iter().enumerate() {
+            let rank = Rank {
+                rank: i + 1,
+                score: scored.score,
+            };
+            let contribution = weight / (fusion.rrf_k + (i + 1) as f32);
+            let id = scored.chunk.id.clone();
+            let hit = hits.entry(id.clone()).or_insert_with(|| {
+                order.push(id);
+                Hit {
+                    scored: ScoredChunk {
+                        chunk: scored.chunk,
+                        score: 0.0,
+                    },
+                    vector: None,
+                    bm25: None,
+                }
+            });
+            let slot = if is_vector {
+                &mut hit.vector
+            } else {
+                &mut hit.bm25
+            };
+            if slot.is_none() {
+                *slot = Some(rank);
+                hit.scored.score += contribution;
+            }
+        }
+    }
+    let mut fused: Vec<Hit> = order
+        .into_iter()
+        .filter_map(|id| hits.remove(&id))
+        .collect();
+    fused.sort_by(|a, b| {
+        b.scored
+            .score
+            .total_cmp(&a.scored.score)
+            .then_with(|| a.scored.chunk.id.cmp(&b.scored.chunk.id))
+    });
+    fused.truncate(k);
+    fused
+}
+
+#[async_trait]
+impl Retriever for HybridRetriever {
+    async fn retrieve(&self, query: &str, k: usize) -> kb_core::Result<Vec<ScoredChunk>> {
+        Ok(self
+            .search(query, k, SearchMode::Hybrid)
+            .await?
+            .into_iter()
+            .map(|h| h.scored)
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kb_core::Chunk;
+
+    fn scored(id: &str, score: f32) -> ScoredChunk {
+        ScoredChunk {
+            chunk: Chunk::new(id, 0, id),
+            score,
+        }
+    }
+
+    #[test]
+    fn rrf_rewards_agreement_and_explains_ranks() {
+        let vector = vec![scored("a", 0.9), scored("c", 0.7)];
+        let bm25 = vec![scored("c", 12.0), scored("d", 9.0)];
+        let hits = fuse(vector, bm25, &Fusion::default(), 3);
+        let ids: Vec<&str> = hits
+            .iter()
+            .map(|h| h.scored.chunk.doc_id.as_str())
+            .collect();
+        // c is in both lists: 1/62 + 1/61 beats a's 1/61, which beats d's 1/62.
+        assert_eq!(ids, ["c", "a", "d"]);
+        assert_eq!(hits[0].vector.map(|r| r.rank), Some(2));
+        assert_eq!(hits[0].bm25.map(|r| r.rank), Some(1));
+        assert_eq!(hits[2].vector, None);
+        let weighted = fuse(
+            vec![scored("a", 0.9)],
+            vec![scored("d", 9.0)],
+            &Fusion {
+                bm25_weight: 2.0,
+                ..Fusion::default()
+            },
+            2,
+        );
+        assert_eq!(weighted[0].scored.chunk.doc_id, "d");
+    }
+}

@@ -1,0 +1,318 @@
+//! The knowledge base on real files: incremental and idempotent ingestion,
+//! modify/delete/prune, filters and explanations, the embedder check, the
+//! writer lock, and recovery from an interrupted change. The control-flow
+//! tests use a small deterministic embedder; `real_embedder_end_to_end` runs
+//! all-MiniLM-L6-v2.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use kb_core::Embedder;
+use kb_retrievers::{
+    Access, Error, IngestOptions, IngestReport, KnowledgeBase, Progress, SearchMode,
+    chunk_ids_by_source,
+};
+
+/// Bag-of-bytes vectors: deterministic, fast, and similar for similar texts.
+struct ByteEmbedder {
+    id: &'static str,
+    dimension: usize,
+}
+
+#[async_trait]
+impl Embedder for ByteEmbedder {
+    fn id(&self) -> &str {
+        self.id
+    }
+    fn dimension(&self) -> usize {
+        self.dimension
+    }
+    async fn embed_documents(&self, texts: &[&str]) -> kb_core::Result<Vec<Vec<f32>>> {
+        Ok(texts
+            .iter()
+            .map(|t| {
+                let mut v = vec![0.01f32; self.dimension];
+                for b in t.bytes() {
+                    v[b as usize % self.dimension] += 1.0;
+                }
+                let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.iter().map(|x| x / n).collect()
+            })
+            .collect())
+    }
+}
+
+fn embedder() -> Arc<dyn Embedder> {
+    Arc::new(ByteEmbedder {
+        id: "bytes-64",
+        dimension: 64,
+    })
+}
+
+fn write(dir: &Path, name: &str, text: &[u8]) {
+    let path = dir.join(name);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("mkdir");
+    }
+    std::fs::write(path, text).expect("write");
+}
+
+fn corpus(dir: &Path) {
+    write(
+        dir,
+        "guide.md",
+        "# Guide\n\n## Install\n\nRun the installer. 安装完成后重启。\n\n## Use\n\nAsk questions about your documents.\n".as_bytes(),
+    );
+    write(
+        dir,
+        "notes/attention.txt",
+        "注意力机制让模型关注输入的不同部分。多头注意力把表示分成多个子空间。".as_bytes(),
+    );
+    let (gbk, _, _) = encoding_rs::GBK.encode("低秩适配 LoRA 通过低秩矩阵减少需要训练的参数。");
+    write(dir, "notes/lora-gbk.txt", &gbk);
+    write(
+        dir,
+        "page.html",
+        b"<html><head><title>KV cache</title></head><body><h1>KV cache</h1><p>The KV cache keeps keys and values of past tokens.</p></body></html>",
+    );
+    write(
+        dir,
+        "faq.jsonl",
+        "{\"text\": \"Beam search keeps the n best hypotheses.\"}\n{\"text\": \"Top-p sampling keeps the nucleus.\"}\n".as_bytes(),
+    );
+    write(dir, "binary.bin", &[0u8, 1, 2, 3]);
+    write(dir, "broken.json", b"{ not json");
+}
+
+async fn ingest(kb: &KnowledgeBase, path: &Path, prune: bool) -> IngestReport {
+    let options = IngestOptions {
+        prune,
+        ..IngestOptions::default()
+    };
+    let mut progress = |_: Progress| {};
+    kb.ingest(&[path.to_path_buf()], &options, &mut progress)
+        .await
+        .expect("ingest")
+}
+
+fn assert_consistent(kb: &KnowledgeBase) {
+    let stats = kb.stats().expect("stats");
+    assert_eq!(stats.chunks, stats.vectors, "{stats:?}");
+    assert_eq!(stats.chunks, stats.bm25_chunks, "{stats:?}");
+}
+
+#[tokio::test]
+async fn ingestion_is_incremental_idempotent_and_consistent() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let docs = work.path().join("docs");
+    corpus(&docs);
+    let kb_dir = work.path().join(".kb");
+    let kb = KnowledgeBase::open(&kb_dir, embedder(), Access::Write).expect("open");
+    let first = ingest(&kb, &docs, false).await;
+    assert_eq!(first.added, 5, "{first:?}");
+    assert_eq!(first.skipped.len(), 1, "{:?}", first.skipped); // broken.json
+    assert!(
+        first.skipped[0].reason.contains("JSON"),
+        "{:?}",
+        first.skipped
+    );
+    assert_consistent(&kb);
+    let sources: Vec<String> = kb
+        .files()
+        .expect("files")
+        .into_iter()
+        .map(|f| f.source)
+        .collect();
+    assert!(
+        sources.contains(&"docs/notes/lora-gbk.txt".to_string()),
+        "{sources:?}"
+    );
+
+    let again = ingest(&kb, &docs, false).await;
+    assert_eq!(
+        (again.added, again.updated, again.unchanged),
+        (0, 0, 5),
+        "{again:?}"
+    );
+    assert_eq!(again.chunks_written, 0);
+
+    // Touching a file without changing it re-reads it but writes nothing.
+    let attention = docs.join("notes/attention.txt");
+    let text = std::fs::read(&attention).expect("read");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&attention, &text).expect("rewrite");
+    let touched = ingest(&kb, &docs, false).await;
+    assert_eq!(touched.unchanged, 5);
+    assert_eq!(touched.chunks_written, 0);
+
+    // GBK text was decoded: BM25 finds it.
+    let hits = kb
+        .search("低秩矩阵", 3, None, SearchMode::Bm25)
+        .await
+        .expect("search");
+    assert_eq!(
+        hits[0].scored.chunk.metadata["source"],
+        "docs/notes/lora-gbk.txt"
+    );
+    // Markdown heading paths are kept.
+    let hits = kb
+        .search("installer", 1, None, SearchMode::Bm25)
+        .await
+        .expect("search");
+    assert_eq!(
+        hits[0].scored.chunk.metadata["headings"],
+        "# Guide > ## Install"
+    );
+}
+
+#[tokio::test]
+async fn modify_delete_and_prune() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let docs = work.path().join("docs");
+    corpus(&docs);
+    let kb =
+        KnowledgeBase::open(&work.path().join(".kb"), embedder(), Access::Write).expect("open");
+    ingest(&kb, &docs, false).await;
+
+    write(
+        &docs,
+        "notes/attention.txt",
+        "自注意力计算查询和键的相似度。".as_bytes(),
+    );
+    let changed = ingest(&kb, &docs, false).await;
+    assert_eq!(changed.updated, 1, "{changed:?}");
+    assert!(changed.chunks_removed >= 1);
+    let old = kb
+        .search("多头注意力", 5, None, SearchMode::Bm25)
+        .await
+        .expect("search");
+    assert!(
+        old.iter().all(|h| !h.scored.chunk.text.contains("多头")),
+        "stale chunk still indexed"
+    );
+    let new = kb
+        .search("自注意力", 1, None, SearchMode::Bm25)
+        .await
+        .expect("search");
+    assert!(new[0].scored.chunk.text.contains("自注意力"));
+    assert_consistent(&kb);
+
+    std::fs::remove_file(docs.join("page.html")).expect("rm");
+    let without_prune = ingest(&kb, &docs, false).await;
+    assert_eq!(without_prune.removed, 0);
+    let pruned = ingest(&kb, &docs, true).await;
+    assert_eq!(pruned.removed, 1, "{pruned:?}");
+    assert!(
+        kb.search("KV cache", 5, None, SearchMode::Bm25)
+            .await
+            .expect("search")
+            .is_empty()
+    );
+
+    let (files, chunks) = kb.delete(&["docs/guide.md".to_string()]).expect("delete");
+    assert_eq!(files, 1);
+    assert!(chunks >= 1);
+    assert_eq!(kb.files().expect("files").len(), 3);
+    assert_consistent(&kb);
+}
+
+#[tokio::test]
+async fn filters_and_explanations() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let docs = work.path().join("docs");
+    corpus(&docs);
+    let kb =
+        KnowledgeBase::open(&work.path().join(".kb"), embedder(), Access::Write).expect("open");
+    ingest(&kb, &docs, false).await;
+    let filter = "source=docs/faq.jsonl".parse().expect("filter");
+    for mode in [SearchMode::Hybrid, SearchMode::Vector, SearchMode::Bm25] {
+        let hits = kb
+            .search("keeps", 5, Some(&filter), mode)
+            .await
+            .expect("search");
+        assert!(!hits.is_empty(), "{mode:?}");
+        assert!(
+            hits.iter()
+                .all(|h| h.scored.chunk.metadata["source"] == "docs/faq.jsonl"),
+            "{mode:?}: {hits:?}"
+        );
+    }
+    let hits = kb
+        .search("Beam search hypotheses", 3, None, SearchMode::Hybrid)
+        .await
+        .expect("search");
+    let top = &hits[0];
+    assert_eq!(top.scored.chunk.doc_id, "docs/faq.jsonl#1");
+    assert_eq!(top.bm25.map(|r| r.rank), Some(1), "{top:?}");
+    assert!(top.vector.is_some(), "{top:?}");
+}
+
+#[tokio::test]
+async fn another_embedder_lock_and_rebuild() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let docs = work.path().join("docs");
+    corpus(&docs);
+    let dir = work.path().join(".kb");
+    {
+        let kb = KnowledgeBase::open(&dir, embedder(), Access::Write).expect("open");
+        ingest(&kb, &docs, false).await;
+        // One writer at a time, and no reader while it writes.
+        let err = KnowledgeBase::open(&dir, embedder(), Access::Write).unwrap_err();
+        assert!(matches!(err, Error::Busy(_)), "{err}");
+        let err = KnowledgeBase::open(&dir, embedder(), Access::Read).unwrap_err();
+        assert!(matches!(err, Error::Busy(_)), "{err}");
+    }
+    let other: Arc<dyn Embedder> = Arc::new(ByteEmbedder {
+        id: "bytes-32",
+        dimension: 32,
+    });
+    let err = KnowledgeBase::open(&dir, other.clone(), Access::Read).unwrap_err();
+    assert!(matches!(err, Error::EmbedderMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("--rebuild"), "{err}");
+    let kb = KnowledgeBase::open(&dir, other, Access::Rebuild).expect("rebuild");
+    assert_eq!(kb.files().expect("files").len(), 0);
+    let report = ingest(&kb, &docs, false).await;
+    assert_eq!(report.added, 5);
+    assert_consistent(&kb);
+    drop(kb);
+    let err =
+        KnowledgeBase::open(&work.path().join("nothing"), embedder(), Access::Read).unwrap_err();
+    assert!(matches!(err, Error::Missing(_)), "{err}");
+}
+
+#[tokio::test]
+async fn an_interrupted_change_is_repaired_by_the_next_writer() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let docs = work.path().join("docs");
+    corpus(&docs);
+    let clean_dir = work.path().join("clean");
+    let clean = KnowledgeBase::open(&clean_dir, embedder(), Access::Write).expect("open");
+    ingest(&clean, &docs, false).await;
+    let expected = chunk_ids_by_source(&clean).expect("ids");
+
+    // Simulate a crash after the first manifest step: pending ids recorded,
+    // files forgotten, indexes half written.
+    let dir = work.path().join(".kb");
+    {
+        let kb = KnowledgeBase::open(&dir, embedder(), Access::Write).expect("open");
+        ingest(&kb, &docs, false).await;
+    }
+    {
+        let mut manifest =
+            kb_retrievers::Manifest::open(&dir.join("manifest.db")).expect("manifest");
+        let record = manifest
+            .file("docs/guide.md")
+            .expect("file")
+            .expect("record");
+        manifest
+            .begin_change(&["docs/guide.md"], &record.chunk_ids)
+            .expect("begin");
+    }
+    let kb = KnowledgeBase::open(&dir, embedder(), Access::Write).expect("reopen");
+    let report = ingest(&kb, &docs, false).await;
+    assert!(report.recovered >= 1, "{report:?}");
+    assert_eq!(report.added, 1, "the forgotten file is ingested again");
+    assert_eq!(chunk_ids_by_source(&kb).expect("ids"), expected);
+    assert_consistent(&kb);
+}
