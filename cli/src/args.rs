@@ -199,6 +199,10 @@ Examples:
         #[arg(long)]
         query: bool,
 
+        /// The embedder for this command: catalog name or model path (overrides --embedder)
+        #[arg(long, value_name = "NAME|PATH")]
+        model: Option<String>,
+
         /// Print JSON: an array of objects with `text` and `embedding`
         #[arg(long)]
         json: bool,

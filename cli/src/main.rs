@@ -38,11 +38,14 @@ fn run(cli: Cli) -> Result<()> {
             .map(Into::into)
     });
     let mut flags = cli.global.layer();
-    if let Command::Generate {
-        model: Some(model), ..
-    } = &cli.command
-    {
-        flags.llm = Some(model.clone());
+    match &cli.command {
+        Command::Generate {
+            model: Some(model), ..
+        } => flags.llm = Some(model.clone()),
+        Command::Embed {
+            model: Some(model), ..
+        } => flags.embedder = Some(model.clone()),
+        _ => {}
     }
     let config = Config::load(flags, env, config_file)?;
     let stdout = io::stdout();
@@ -100,9 +103,9 @@ fn run(cli: Cli) -> Result<()> {
             },
             &mut out,
         ),
-        Command::Embed { texts, query, json } => {
-            commands::embed::run(&config, texts, query, json, &mut out)
-        }
+        Command::Embed {
+            texts, query, json, ..
+        } => commands::embed::run(&config, texts, query, json, &mut out),
     }?;
     out.flush()?;
     Ok(())
