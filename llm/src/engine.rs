@@ -9,7 +9,7 @@ use kb_core::{FinishReason, GenerateOptions, Message};
 use crate::error::{LlmError, Result};
 use crate::gguf::GgufFile;
 use crate::llama::{Cache, Config, Model, Pass};
-use crate::sampler::{Sampler, argmax, log_softmax};
+use crate::sampler::{Sampler, log_softmax};
 use crate::template::{CHATML, ChatTemplate};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 
@@ -513,17 +513,6 @@ impl GgufModel {
             on_text(&text);
         }
         Ok((ids, text, if stopped { FinishReason::Stop } else { finish }))
-    }
-
-    /// Tokens of `text` (special tokens parsed, no BOS).
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        self.tokenizer.encode(text)
-    }
-
-    /// Greedy next token after `tokens` in a fresh session (for tests and tools).
-    pub fn next_token(&self, tokens: &[u32]) -> Result<u32> {
-        let mut session = self.session();
-        Ok(argmax(&self.logits(&mut session, tokens)?))
     }
 }
 
