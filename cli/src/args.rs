@@ -20,8 +20,11 @@ Getting started:
   kb models fetch          download the default chat model and embedder (once)
   kb ingest docs/          build the knowledge base (./.kb) from your documents
   kb search \"question\"     the passages that match, from vectors and keywords
+  kb ask \"question\"        a streamed answer citing the passages it used
+  kb chat                  a conversation over the knowledge base
   kb generate \"prompt\"     ask the local chat model directly
   kb eval retrieval --dataset FILE.jsonl   measure retrieval quality
+  kb eval answers --dataset FILE.jsonl     measure answers: keywords, abstention, citations
   kb models list           show the models kb knows and where they are
   kb config show           show the effective settings and where each comes from
 
@@ -181,6 +184,54 @@ Examples:
         json: bool,
     },
 
+    /// Answer a question from the knowledge base, streamed, with cited sources
+    ///
+    /// Retrieves the best chunks (vectors and BM25, fused), numbers them,
+    /// fits as many as the chat model's context window holds (counted with the
+    /// model's own tokenizer), and asks the model to answer in the language of
+    /// the question, citing chunks as [n]. Citations that point at no chunk
+    /// are removed; the sources follow the answer. Without a knowledge base the
+    /// model answers on its own.
+    #[command(after_help = "\
+Examples:
+  kb ask \"What does kb ingest do with unchanged files?\"
+  kb ask -k 6 --show-context \"什么是注意力机制？\"
+  kb ask --filter source=docs/models.md \"Where are models cached?\"
+  kb ask --json \"How are models verified?\" | jq '.cited, .timings'
+  kb ask --strategy refine --max-tokens 200 \"Summarise the design\"
+  kb ask --model http://localhost:11434/v1#qwen2.5:0.5b \"What is RRF?\"")]
+    Ask {
+        /// The question; `-` or none reads it from standard input
+        question: Option<String>,
+
+        #[command(flatten)]
+        rag: RagArgs,
+
+        /// Print one JSON object: answer, sources, citations, usage, timings
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Talk with the knowledge base: follow-up questions keep their context
+    ///
+    /// Each question is rewritten into a standalone one using the conversation
+    /// (so "and how is it cached?" finds the right chunks), then answered like
+    /// `kb ask`. Type /help for commands; Ctrl-C cancels the answer being
+    /// written; Ctrl-D or /exit leaves. Questions can also be piped in, one per line.
+    #[command(after_help = "\
+Examples:
+  kb chat
+  kb chat --history 8 -k 6
+  printf 'What is BM25?\\nHow does it rank documents?\\n' | kb chat")]
+    Chat {
+        #[command(flatten)]
+        rag: RagArgs,
+
+        /// Turns of conversation remembered
+        #[arg(long, default_value_t = 4, value_name = "N")]
+        history: usize,
+    },
+
     /// Print the embedding vectors of texts, for inspection and scripts
     ///
     /// Uses the configured embedder (--embedder NAME|DIR). Texts are embedded
@@ -275,6 +326,51 @@ pub struct SearchArgs {
     pub json: bool,
 }
 
+/// Settings of `kb ask` and `kb chat`.
+#[derive(Debug, Args, Clone)]
+pub struct RagArgs {
+    /// Chunks to retrieve
+    #[arg(short, default_value_t = 4)]
+    pub k: usize,
+
+    /// Only chunks whose metadata match: key=value, key=a|b, key!=value, comma-separated
+    #[arg(long, value_name = "FILTER")]
+    pub filter: Option<String>,
+
+    /// stuff (all chunks in one prompt), map_reduce or refine
+    #[arg(long, default_value = "stuff", value_name = "STRATEGY")]
+    pub strategy: String,
+
+    /// Print the numbered chunks given to the model before the answer
+    #[arg(long)]
+    pub show_context: bool,
+
+    /// A file with the system prompt (minijinja; sees `no_answer`, `language`)
+    #[arg(long, value_name = "FILE")]
+    pub system_prompt: Option<PathBuf>,
+
+    /// A file with the user prompt (minijinja; sees `sources`, `question`, `language`)
+    #[arg(long, value_name = "FILE")]
+    pub prompt: Option<PathBuf>,
+
+    /// The model for this command: catalog name, GGUF file or server URL (overrides --llm)
+    #[arg(long, value_name = "NAME|PATH|URL")]
+    pub model: Option<String>,
+
+    #[command(flatten)]
+    pub decoding: DecodingArgs,
+}
+
+/// The repetition penalty of answers unless `--repeat-penalty` says otherwise.
+pub const ANSWER_REPEAT_PENALTY: f32 = 1.1;
+
+impl RagArgs {
+    /// Decoding options of answers.
+    pub fn options(&self) -> kb_core::GenerateOptions {
+        self.decoding.options_with_penalty(ANSWER_REPEAT_PENALTY)
+    }
+}
+
 /// Decoding settings shared by the commands that generate text.
 #[derive(Debug, Args, Clone)]
 pub struct DecodingArgs {
@@ -294,9 +390,9 @@ pub struct DecodingArgs {
     #[arg(long, value_name = "P")]
     pub min_p: Option<f32>,
 
-    /// Penalise tokens seen in the last 64 (1 = off; 1.1 is a common value)
-    #[arg(long, default_value_t = 1.0, value_name = "X")]
-    pub repeat_penalty: f32,
+    /// Penalise tokens seen in the last 64 (1 = off) [default: 1.1 for answers, 1 for generate]
+    #[arg(long, value_name = "X")]
+    pub repeat_penalty: Option<f32>,
 
     /// Penalise generated tokens by how often they appeared (OpenAI's)
     #[arg(long, default_value_t = 0.0, value_name = "X")]
@@ -332,11 +428,18 @@ pub struct DecodingArgs {
 }
 
 impl DecodingArgs {
-    /// The options these flags describe.
+    /// The options these flags describe (no repetition penalty unless set).
     pub fn options(&self) -> kb_core::GenerateOptions {
+        self.options_with_penalty(1.0)
+    }
+
+    /// The options these flags describe, with `penalty` as the repetition
+    /// penalty unless one is set: small models answering from documents
+    /// loop without one.
+    pub fn options_with_penalty(&self, penalty: f32) -> kb_core::GenerateOptions {
         let mut o = kb_core::GenerateOptions::default()
             .temperature(self.temperature)
-            .repetition_penalty(self.repeat_penalty)
+            .repetition_penalty(self.repeat_penalty.unwrap_or(penalty))
             .frequency_penalty(self.frequency_penalty)
             .presence_penalty(self.presence_penalty)
             .num_beams(self.beams);
@@ -420,6 +523,34 @@ Examples:
         /// hybrid, vector, bm25, or all
         #[arg(long, default_value = "all", value_name = "MODE")]
         mode: String,
+
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Answer quality on a JSON Lines dataset: keywords, abstention, citations, speed
+    ///
+    /// Runs `kb ask` on each `question` and reports: the share of its
+    /// `answer_keywords` found in the answer; abstention on items without
+    /// `evidence` (unanswerable) and false abstention on the others; whether
+    /// citations point at provided sources and whether a cited source holds the
+    /// evidence; time to first token and generation speed.
+    #[command(after_help = "\
+Examples:
+  kb eval answers --dataset eval/dev.jsonl
+  kb eval answers --dataset eval/dev.jsonl -k 3 --max-tokens 96 --json > answers.json")]
+    Answers {
+        /// The dataset
+        #[arg(long, value_name = "FILE")]
+        dataset: PathBuf,
+
+        /// Only the first N questions
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+
+        #[command(flatten)]
+        rag: Box<RagArgs>,
 
         /// Print JSON
         #[arg(long)]

@@ -45,6 +45,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Embed {
             model: Some(model), ..
         } => flags.embedder = Some(model.clone()),
+        Command::Ask { rag, .. } | Command::Chat { rag, .. } if rag.model.is_some() => {
+            flags.llm = rag.model.clone();
+        }
+        Command::Eval(EvalCommand::Answers { rag, .. }) if rag.model.is_some() => {
+            flags.llm = rag.model.clone();
+        }
         _ => {}
     }
     let config = Config::load(flags, env, config_file)?;
@@ -83,6 +89,12 @@ fn run(cli: Cli) -> Result<()> {
             };
             commands::eval::retrieval(&config, &dataset, &modes, json, &mut out)
         }
+        Command::Eval(EvalCommand::Answers {
+            dataset,
+            limit,
+            rag,
+            json,
+        }) => commands::eval::answers(&config, &dataset, &rag, limit, json, &mut out),
         Command::Generate {
             prompt,
             system,
@@ -106,6 +118,23 @@ fn run(cli: Cli) -> Result<()> {
         Command::Embed {
             texts, query, json, ..
         } => commands::embed::run(&config, texts, query, json, &mut out),
+        Command::Ask {
+            question,
+            rag,
+            json,
+        } => commands::ask::ask(
+            &config,
+            &commands::ask::AskRequest {
+                question,
+                rag,
+                json,
+                verbose: cli.global.verbose > 0,
+            },
+            &mut out,
+        ),
+        Command::Chat { rag, history } => {
+            commands::ask::chat(&config, &rag, history, cli.global.verbose > 0, &mut out)
+        }
     }?;
     out.flush()?;
     Ok(())

@@ -499,3 +499,194 @@ fn ingest_killed_at_random_points_converges_to_a_clean_run() {
         assert_eq!(a[key], b[key], "{key}: crashed {a} vs clean {b}");
     }
 }
+
+/// Runs kb with `input` on standard input.
+fn kb_with_stdin(args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kb"))
+        .args(args)
+        .env_remove("KB_LLM")
+        .env_remove("KB_EMBEDDER")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write");
+    child.wait_with_output().expect("wait")
+}
+
+/// kb's own documentation, ingested into a fresh knowledge base.
+fn docs_kb(work: &Path) -> String {
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+    let kb_dir = work.join("kb");
+    let kb_arg = kb_dir.to_str().expect("utf-8").to_string();
+    let report = json_of(&kb(
+        &[
+            "--kb",
+            &kb_arg,
+            "ingest",
+            docs.to_str().expect("utf-8"),
+            "--json",
+        ],
+        &[],
+    ));
+    assert!(
+        report["chunks_written"].as_u64().unwrap_or(0) > 10,
+        "{report}"
+    );
+    kb_arg
+}
+
+#[test]
+fn ask_streams_a_cited_answer_and_prints_json() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let kb_arg = docs_kb(work.path());
+    let question = "How does kb verify the model files it downloads?";
+    let answer = json_of(&kb(
+        &[
+            "--kb",
+            &kb_arg,
+            "ask",
+            "--json",
+            "-k",
+            "3",
+            "--max-tokens",
+            "32",
+            question,
+        ],
+        &[("KB_THREADS", "2")],
+    ));
+    assert_eq!(answer["question"], question);
+    assert!(
+        !answer["text"].as_str().expect("text").is_empty(),
+        "{answer}"
+    );
+    let sources = answer["sources"].as_array().expect("sources");
+    assert_eq!(sources.len(), 3, "{answer}");
+    assert!(
+        sources
+            .iter()
+            .any(|s| s["text"].as_str().expect("text").contains("sha256")
+                || s["text"].as_str().expect("text").contains("checksum")),
+        "retrieval found the checksum passage: {answer}"
+    );
+    for n in answer["cited"].as_array().expect("cited") {
+        let n = n.as_u64().expect("number");
+        assert!((1..=3).contains(&n), "{answer}");
+    }
+    assert!(answer["timings"]["first_token"].as_f64().expect("ttft ms") > 0.0);
+    assert!(answer["usage"]["prompt_tokens"].as_u64().expect("tokens") > 50);
+
+    // Text mode streams the answer, then lists the sources.
+    let output = kb(
+        &[
+            "--kb",
+            &kb_arg,
+            "ask",
+            "-k",
+            "2",
+            "--max-tokens",
+            "16",
+            "--show-context",
+            question,
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("── context (2 chunks) ──"), "{text}");
+    assert!(text.contains("\nSources:\n  [1] "), "{text}");
+
+    // Bad input is refused with a clear message.
+    let output = kb(&["--kb", &kb_arg, "ask", "--strategy", "magic", "hi"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("map_reduce"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn ask_without_a_knowledge_base_answers_from_the_model_with_a_hint() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let missing = work.path().join("nothing-here");
+    let output = kb(
+        &[
+            "--kb",
+            missing.to_str().expect("utf-8"),
+            "ask",
+            "--json",
+            "--max-tokens",
+            "8",
+            "What is the capital of France?",
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("kb ingest"), "{}", stderr(&output));
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert!(answer["sources"].as_array().expect("sources").is_empty());
+    assert!(!missing.exists(), "asking does not create a knowledge base");
+}
+
+#[test]
+fn chat_keeps_the_conversation_and_answers_commands() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let kb_arg = docs_kb(work.path());
+    let output = kb_with_stdin(
+        &["--kb", &kb_arg, "chat", "-k", "2", "--max-tokens", "16"],
+        "How are models fetched?\n/sources\nAnd where are they stored?\n/reset\n/nonsense\n/exit\nnever asked\n",
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.matches("Sources:").count() >= 3, "{text}");
+    assert!(text.contains("(conversation forgotten)"), "{text}");
+    assert!(text.contains("unknown command /nonsense"), "{text}");
+}
+
+#[test]
+fn eval_answers_reports_keywords_abstention_and_citations() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let kb_arg = docs_kb(work.path());
+    let dataset = work.path().join("answers.jsonl");
+    std::fs::write(
+        &dataset,
+        concat!(
+            r#"{"id": "a1", "kind": "lexical", "question": "What checksum does kb verify for model files?", "evidence": ["sha256"], "answer_keywords": ["sha256"]}"#,
+            "\n",
+            r#"{"id": "a2", "kind": "unanswerable", "question": "Which GPU does the Mars rover use?", "evidence": [], "answer_keywords": []}"#,
+            "\n"
+        ),
+    )
+    .expect("write");
+    let report = json_of(&kb(
+        &[
+            "--kb",
+            &kb_arg,
+            "eval",
+            "answers",
+            "--dataset",
+            dataset.to_str().expect("utf-8"),
+            "-k",
+            "2",
+            "--max-tokens",
+            "24",
+            "--json",
+        ],
+        &[],
+    ));
+    let summary = &report["summary"];
+    assert_eq!(summary["questions"], 2, "{report}");
+    assert_eq!(summary["answerable"], 1, "{report}");
+    assert_eq!(summary["citations_valid_rate"], 1.0, "{report}");
+    assert!(summary["abstention_rate"].is_number(), "{report}");
+    assert!(summary["mean_first_token_ms"].as_f64().expect("ttft") > 0.0);
+    assert_eq!(report["items"].as_array().map(Vec::len), Some(2));
+}

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::stream;
 
-use crate::Result;
 use crate::generate::{ChatEvent, ChatResponse, ChatStream, GenerateOptions};
 use crate::message::Message;
 use crate::runnable::BoundModel;
+use crate::{Error, Result};
 
 /// A chat model: local (the GGUF engine) or remote (an OpenAI-compatible server).
 ///
@@ -52,6 +52,33 @@ pub trait ChatModel: Send + Sync {
     /// Generates a complete answer to `messages`.
     async fn chat(&self, messages: &[Message], options: &GenerateOptions) -> Result<ChatResponse>;
 
+    /// The model's context window in tokens, when known. Local models know
+    /// it; a remote server usually does not say.
+    fn context_window(&self) -> Option<usize> {
+        None
+    }
+
+    /// How many prompt tokens `messages` take once the model's chat template
+    /// is applied, or `None` when the model cannot count them. Chains use it
+    /// to fit retrieved context into [`context_window`](ChatModel::context_window).
+    fn count_tokens(&self, messages: &[Message]) -> Result<Option<usize>> {
+        let _ = messages;
+        Ok(None)
+    }
+
+    /// The log-probability of each continuation as the beginning of the
+    /// assistant's answer to `messages` (the sum over its tokens).
+    ///
+    /// Classification by verbalizer scores label words with it. Models that
+    /// cannot score (most remote servers) return [`Error::Unsupported`].
+    async fn score(&self, messages: &[Message], continuations: &[String]) -> Result<Vec<f32>> {
+        let _ = (messages, continuations);
+        Err(Error::Unsupported(format!(
+            "model {:?} cannot score continuations; use a local GGUF model",
+            self.name()
+        )))
+    }
+
     /// Generates an answer as a stream of [`ChatEvent`]s. Dropping the stream
     /// cancels the generation.
     async fn stream(&self, messages: &[Message], options: &GenerateOptions) -> Result<ChatStream> {
@@ -86,28 +113,43 @@ pub trait ChatModel: Send + Sync {
     }
 }
 
-#[async_trait]
-impl<T: ChatModel + ?Sized> ChatModel for Arc<T> {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-    async fn chat(&self, messages: &[Message], options: &GenerateOptions) -> Result<ChatResponse> {
-        (**self).chat(messages, options).await
-    }
-    async fn stream(&self, messages: &[Message], options: &GenerateOptions) -> Result<ChatStream> {
-        (**self).stream(messages, options).await
-    }
+/// `ChatModel` for smart pointers to one, forwarding every method.
+macro_rules! forward_chat_model {
+    ($($pointer:ident),*) => {$(
+        #[async_trait]
+        impl<T: ChatModel + ?Sized> ChatModel for $pointer<T> {
+            fn name(&self) -> &str {
+                (**self).name()
+            }
+            async fn chat(
+                &self,
+                messages: &[Message],
+                options: &GenerateOptions,
+            ) -> Result<ChatResponse> {
+                (**self).chat(messages, options).await
+            }
+            async fn stream(
+                &self,
+                messages: &[Message],
+                options: &GenerateOptions,
+            ) -> Result<ChatStream> {
+                (**self).stream(messages, options).await
+            }
+            fn context_window(&self) -> Option<usize> {
+                (**self).context_window()
+            }
+            fn count_tokens(&self, messages: &[Message]) -> Result<Option<usize>> {
+                (**self).count_tokens(messages)
+            }
+            async fn score(
+                &self,
+                messages: &[Message],
+                continuations: &[String],
+            ) -> Result<Vec<f32>> {
+                (**self).score(messages, continuations).await
+            }
+        }
+    )*};
 }
 
-#[async_trait]
-impl<T: ChatModel + ?Sized> ChatModel for Box<T> {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-    async fn chat(&self, messages: &[Message], options: &GenerateOptions) -> Result<ChatResponse> {
-        (**self).chat(messages, options).await
-    }
-    async fn stream(&self, messages: &[Message], options: &GenerateOptions) -> Result<ChatStream> {
-        (**self).stream(messages, options).await
-    }
-}
+forward_chat_model!(Arc, Box);

@@ -68,6 +68,9 @@ pub enum Error {
     /// An output parser could not parse a model's output.
     #[error("could not parse model output: {0}")]
     Parse(String),
+    /// The operation is not available for this implementation.
+    #[error("not supported: {0}")]
+    Unsupported(String),
     /// A model package could not be fetched, verified or installed.
     #[error("model fetch failed: {0}")]
     Fetch(String),

@@ -220,6 +220,17 @@ impl Linear {
             (Some(dense), _, Pass::Prompt) | (Some(dense), None, Pass::Decode) => {
                 ops::matmul(input, n, self.cols, dense, self.rows, out, true);
             }
+            (_, Some(quant), _) if n > 1 => {
+                let acts: Vec<QuantizedActs> = input
+                    .par_chunks_exact(self.cols)
+                    .map(|x| {
+                        let mut acts = QuantizedActs::default();
+                        acts.quantize(x);
+                        acts
+                    })
+                    .collect();
+                matmul(quant, self.cols, self.rows, &acts, out);
+            }
             (_, Some(quant), _) => {
                 let mut part = vec![0f32; self.rows];
                 for (x, o) in input
@@ -243,6 +254,44 @@ fn matvec(w: &QuantRows, cols: usize, x: &QuantizedActs, out: &mut [f32]) {
     out.par_chunks_mut(chunk)
         .enumerate()
         .for_each(|(c, o)| w.matvec(cols, c * chunk, x, o));
+}
+
+/// `out (n × rows) += acts (n quantized rows) · Wᵀ`: every token against
+/// each block of weight rows while that block is in cache, the blocks spread
+/// over the thread pool. Each output is the same dot product [`matvec`]
+/// computes, so results do not depend on how many tokens run together.
+fn matmul(w: &QuantRows, cols: usize, rows: usize, acts: &[QuantizedActs], out: &mut [f32]) {
+    debug_assert_eq!(out.len(), acts.len() * rows);
+    let threads = rayon::current_num_threads();
+    let chunk = (rows / (threads * 4)).clamp(16, 256);
+    let starts: Vec<usize> = (0..rows).step_by(chunk).collect();
+    let ptr = SyncPtr(out.as_mut_ptr());
+    let n = acts.len();
+    starts.into_par_iter().for_each(|first| {
+        let len = chunk.min(rows - first);
+        // SAFETY (both writes): this task alone writes columns
+        // first..first + len of each output row, all inside `out` (n × rows).
+        let add = |t: usize, r: usize, v: f32| unsafe { *ptr.get().add(t * rows + r) += v };
+        for r in first..first + len {
+            let mut t = 0;
+            while t + 4 <= n {
+                let four = w.dot4(
+                    cols,
+                    r,
+                    [&acts[t], &acts[t + 1], &acts[t + 2], &acts[t + 3]],
+                );
+                for (i, v) in four.into_iter().enumerate() {
+                    add(t + i, r, v);
+                }
+                t += 4;
+            }
+            for (t, x) in acts.iter().enumerate().skip(t) {
+                let mut one = [0f32];
+                w.matvec(cols, r, x, &mut one);
+                add(t, r, one[0]);
+            }
+        }
+    });
 }
 
 /// Several matrices applied to the same quantized input in one parallel pass.

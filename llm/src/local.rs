@@ -83,6 +83,38 @@ impl ChatModel for LocalLlm {
         self.shared.model.name()
     }
 
+    fn context_window(&self) -> Option<usize> {
+        Some(self.shared.model.context_length())
+    }
+
+    fn count_tokens(&self, messages: &[Message]) -> kb_core::Result<Option<usize>> {
+        Ok(Some(self.shared.model.chat_prompt(messages)?.len()))
+    }
+
+    async fn score(
+        &self,
+        messages: &[Message],
+        continuations: &[String],
+    ) -> kb_core::Result<Vec<f32>> {
+        let prompt = self.shared.model.chat_prompt(messages)?;
+        let tokenizer = self.shared.model.tokenizer();
+        let continuations = continuations
+            .iter()
+            .map(|text| tokenizer.encode(text))
+            .collect::<Result<Vec<_>>>()?;
+        let shared = self.shared.clone();
+        self.worker
+            .run(move || {
+                let mut session = shared
+                    .session
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                shared.model.score(&mut session, &prompt, &continuations)
+            })
+            .await?
+            .map_err(kb_core::Error::from)
+    }
+
     async fn chat(
         &self,
         messages: &[Message],

@@ -124,6 +124,33 @@ impl QuantRows {
         }
     }
 
+    /// Row `row` against four activation vectors: the same four numbers
+    /// [`matvec`](Self::matvec) gives, with each weight block unpacked once.
+    pub(crate) fn dot4(&self, cols: usize, row: usize, xs: [&QuantizedActs; 4]) -> [f32; 4] {
+        #[cfg(target_arch = "x86_64")]
+        if let QuantRows::Q4_1 { d, m, qs } = self
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            let nb = cols / BLOCK;
+            let start = row * nb;
+            // SAFETY: the CPU has the features the kernel was compiled for.
+            return unsafe {
+                avx2::dot_q4_1_x4(
+                    &d[start..start + nb],
+                    &m[start..start + nb],
+                    &qs[start * 16..(start + nb) * 16],
+                    xs,
+                )
+            };
+        }
+        let mut out = [0f32; 4];
+        for (o, x) in out.iter_mut().zip(xs) {
+            self.matvec(cols, row, x, std::slice::from_mut(o));
+        }
+        out
+    }
+
     /// The reference dot product of the `nb` blocks from block `start` with `x`.
     fn dot_scalar(&self, start: usize, nb: usize, x: &QuantizedActs) -> f32 {
         let mut total = 0f32;
@@ -307,6 +334,49 @@ mod avx2 {
         hsum(_mm256_add_ps(acc0, acc1)) + offset
     }
 
+    /// [`dot_q4_1`] for four activation vectors at once; each result has
+    /// exactly the arithmetic (and order) of its single-vector call.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn dot_q4_1_x4(
+        d: &[f32],
+        m: &[f32],
+        qs: &[u8],
+        xs: [&QuantizedActs; 4],
+    ) -> [f32; 4] {
+        let nb = d.len();
+        let mut acc0 = [_mm256_setzero_ps(); 4];
+        let mut acc1 = [_mm256_setzero_ps(); 4];
+        let mut offset = [0f32; 4];
+        let mut b = 0;
+        while b + 1 < nb {
+            let w0 = nibbles(qs, b);
+            let w1 = nibbles(qs, b + 1);
+            for t in 0..4 {
+                let x = xs[t];
+                let p0 = dot_u8_i8(w0, acts(x, b));
+                let p1 = dot_u8_i8(w1, acts(x, b + 1));
+                acc0[t] = _mm256_fmadd_ps(p0, _mm256_set1_ps(d[b] * x.d[b]), acc0[t]);
+                acc1[t] = _mm256_fmadd_ps(p1, _mm256_set1_ps(d[b + 1] * x.d[b + 1]), acc1[t]);
+                offset[t] += m[b] * x.s[b] + m[b + 1] * x.s[b + 1];
+            }
+            b += 2;
+        }
+        if b < nb {
+            let w = nibbles(qs, b);
+            for t in 0..4 {
+                let x = xs[t];
+                let p = dot_u8_i8(w, acts(x, b));
+                acc0[t] = _mm256_fmadd_ps(p, _mm256_set1_ps(d[b] * x.d[b]), acc0[t]);
+                offset[t] += m[b] * x.s[b];
+            }
+        }
+        let mut out = [0f32; 4];
+        for t in 0..4 {
+            out[t] = hsum(_mm256_add_ps(acc0[t], acc1[t])) + offset[t];
+        }
+        out
+    }
+
     #[target_feature(enable = "avx2,fma")]
     fn dot_q4_0(d: &[f32], qs: &[u8], x: &QuantizedActs) -> f32 {
         let mut acc = _mm256_setzero_ps();
@@ -393,6 +463,24 @@ mod tests {
             let w = QuantRows::from_ggml(dtype, &blocks(dtype, rows, cols)).expect("kernel");
             let mut fast = vec![0f32; rows];
             w.matvec(cols, 0, &acts, &mut fast);
+            let others: Vec<QuantizedActs> = (0..3)
+                .map(|i| {
+                    let mut a = QuantizedActs::default();
+                    a.quantize(&random(cols, 10 + i));
+                    a
+                })
+                .collect();
+            for r in 0..rows {
+                let four = w.dot4(cols, r, [&others[0], &acts, &others[1], &others[2]]);
+                assert_eq!(
+                    four[1].to_bits(),
+                    fast[r].to_bits(),
+                    "{dtype:?} row {r}: dot4 = matvec"
+                );
+                let mut single = [0f32];
+                w.matvec(cols, r, &others[2], &mut single);
+                assert_eq!(four[3].to_bits(), single[0].to_bits());
+            }
             let mut row = vec![0f32; cols];
             for r in 0..rows {
                 let scalar = w.dot_scalar(r * cols / BLOCK, cols / BLOCK, &acts);

@@ -1,5 +1,6 @@
 //! One module per command group; each renders to the writer it is given.
 
+pub mod ask;
 pub mod config;
 pub mod embed;
 pub mod eval;
