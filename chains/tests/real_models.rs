@@ -296,3 +296,51 @@ fn the_verbalizer_gives_a_probability_per_class() {
         "a longer continuation is less likely: {scores:?}"
     );
 }
+
+#[test]
+fn few_shot_examples_are_chosen_by_meaning() {
+    let path = ModelCache::from_env()
+        .expect("cache")
+        .resolve("multilingual-e5-small")
+        .expect("the embedder is installed (run `kb models fetch`)");
+    let embedder: Arc<dyn kb_core::Embedder> =
+        Arc::new(kb_embeddings::LocalEmbedder::open(&path).expect("embedder"));
+    let examples = vec![
+        serde_json::json!({"word": "happy", "antonym": "sad"}),
+        serde_json::json!({"word": "tall", "antonym": "short"}),
+        serde_json::json!({"word": "hot", "antonym": "cold"}),
+        serde_json::json!({"word": "fast", "antonym": "slow"}),
+    ];
+    let rt = runtime();
+    let selector = rt
+        .block_on(kb_chains::SemanticExampleSelector::new(
+            embedder,
+            examples,
+            &["word"],
+            2,
+        ))
+        .expect("selector");
+    let chosen = rt
+        .block_on(selector.select(&serde_json::json!({"word": "joyful"})))
+        .expect("select");
+    assert_eq!(chosen.len(), 2);
+    assert_eq!(chosen[0]["word"], "happy", "{chosen:?}");
+    let chain = kb_chains::FewShotChain::new(
+        llm(),
+        selector,
+        PromptTemplate::new("Word: {{ word }}\nAntonym: {{ antonym }}").expect("template"),
+        PromptTemplate::new("Word: {{ word }}\nAntonym:").expect("template"),
+    )
+    .prefix(PromptTemplate::new("Give the antonym of every word.").expect("template"))
+    .options(GenerateOptions::default().max_tokens(8));
+    let prompt = rt
+        .block_on(chain.prompt(&serde_json::json!({"word": "joyful"})))
+        .expect("prompt");
+    assert!(prompt.starts_with("Give the antonym"), "{prompt}");
+    assert!(prompt.contains("Word: happy\nAntonym: sad"), "{prompt}");
+    assert!(prompt.ends_with("Word: joyful\nAntonym:"), "{prompt}");
+    let answer = rt
+        .block_on(chain.invoke(&serde_json::json!({"word": "joyful"})))
+        .expect("answer");
+    assert!(!answer.is_empty());
+}

@@ -690,3 +690,46 @@ fn eval_answers_reports_keywords_abstention_and_citations() {
     assert!(summary["mean_first_token_ms"].as_f64().expect("ttft") > 0.0);
     assert_eq!(report["items"].as_array().map(Vec::len), Some(2));
 }
+
+#[test]
+fn ctrl_c_in_chat_cancels_the_answer_not_the_session() {
+    use std::io::Write;
+    let work = tempfile::tempdir().expect("tempdir");
+    let kb_arg = docs_kb(work.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kb"))
+        .args(["--kb", &kb_arg, "chat", "-k", "4", "--max-tokens", "400"])
+        .env_remove("KB_LLM")
+        .env_remove("KB_EMBEDDER")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(b"Write a long essay about everything kb does.\n")
+        .expect("write");
+    // Loading takes a moment; the long answer is still being written after it.
+    std::thread::sleep(Duration::from_secs(6));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    stdin
+        .write_all(b"/reset\n/exit\n")
+        .expect("write after Ctrl-C");
+    drop(stdin);
+    let output = child.wait_with_output().expect("wait");
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("(cancelled)"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        stdout(&output).contains("(conversation forgotten)"),
+        "the session went on: {}",
+        stdout(&output)
+    );
+}

@@ -323,6 +323,7 @@ pub fn chat(
             }
         )?;
     }
+    let mut interrupts = Interrupts::new(&rt)?;
     let mut last: Option<Answer> = None;
     let stdin = std::io::stdin();
     let mut lines = stdin.lock();
@@ -365,26 +366,30 @@ pub fn chat(
             }
             _ => {}
         }
-        let outcome = rt.block_on(async {
+        interrupts.drain();
+        let turn = async {
             match &conversation {
                 Some(c) => {
                     let stream = c.stream(line).await?;
-                    cancellable(render(stream, false, args.show_context, out)).await
+                    render(stream, false, args.show_context, out)
+                        .await
+                        .map(Some)
                 }
                 None => {
                     let mut messages = kb_chains::Memory::messages(&plain_history);
                     messages.push(Message::user(line));
-                    let text = cancellable(stream_plain(
-                        model.as_ref(),
-                        &messages,
-                        &args.options(),
-                        false,
-                        out,
-                    ))
-                    .await?;
-                    if let Some(text) = &text {
-                        kb_chains::Memory::save(&mut plain_history, line, text);
-                    }
+                    let text = stream_plain(model.as_ref(), &messages, &args.options(), false, out)
+                        .await?;
+                    kb_chains::Memory::save(&mut plain_history, line, &text);
+                    Ok(None)
+                }
+            }
+        };
+        let outcome = rt.block_on(async {
+            tokio::select! {
+                result = turn => result,
+                _ = interrupts.recv() => {
+                    eprintln!("\n(cancelled)");
                     Ok(None)
                 }
             }
@@ -404,14 +409,41 @@ pub fn chat(
     Ok(())
 }
 
-/// Runs `work` until it ends or Ctrl-C is pressed (then `None`; the work is
-/// dropped, which cancels the generation).
-async fn cancellable<T>(work: impl std::future::Future<Output = Result<T>>) -> Result<Option<T>> {
-    tokio::select! {
-        result = work => result.map(Some),
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("\n(cancelled)");
-            Ok(None)
+/// Ctrl-C during a `kb chat` session: it cancels the answer being written
+/// (dropping its stream stops the generation), never the session.
+struct Interrupts {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    /// Takes over SIGINT for the rest of the process.
+    fn new(rt: &tokio::runtime::Runtime) -> Result<Self> {
+        #[cfg(unix)]
+        {
+            let _context = rt.enter();
+            let signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .context("listening for Ctrl-C")?;
+            Ok(Interrupts { signal })
         }
+        #[cfg(not(unix))]
+        {
+            let _ = rt;
+            Ok(Interrupts {})
+        }
+    }
+
+    /// Forgets a Ctrl-C pressed while no answer was being written.
+    fn drain(&mut self) {
+        #[cfg(unix)]
+        while let Some(Some(())) = futures::FutureExt::now_or_never(self.signal.recv()) {}
+    }
+
+    /// The next Ctrl-C.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        self.signal.recv().await;
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
