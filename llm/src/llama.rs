@@ -647,12 +647,10 @@ impl Model {
                     let query = &q[i * hd..(i + 1) * hd];
                     let len = start + t + 1;
                     scores.clear();
-                    scores.extend((0..len).map(|j| {
-                        let key = &keys[j * kvd + kv_head * hd..j * kvd + (kv_head + 1) * hd];
-                        ops::dot(query, key) * scale
-                    }));
+                    scores.resize(len, 0.0);
+                    ops::attention_scores(query, keys, kvd, kv_head * hd, scale, scores);
                     ops::softmax(scores);
-                    weighted_values(scores, values, kvd, kv_head * hd, o);
+                    ops::weighted_sum(scores, values, kvd, kv_head * hd, o);
                 },
             );
             return;
@@ -709,20 +707,10 @@ impl Model {
                             hd,
                         )
                     };
-                    weighted_values(row, values, kvd, kv_head * hd, o);
+                    ops::weighted_sum(row, values, kvd, kv_head * hd, o);
                 }
             },
         );
-    }
-}
-
-/// `out = Σ_j p_j · value_j` over the cached values of one head.
-fn weighted_values(p: &[f32], values: &[f32], kvd: usize, offset: usize, out: &mut [f32]) {
-    let hd = out.len();
-    out.fill(0.0);
-    for (j, &w) in p.iter().enumerate() {
-        let start = j * kvd + offset;
-        ops::axpy(w, &values[start..start + hd], out);
     }
 }
 

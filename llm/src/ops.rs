@@ -77,6 +77,7 @@ pub(crate) fn matmul(
 }
 
 /// A dot product with 16 independent fused multiply-add accumulators.
+#[cfg(test)]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
@@ -112,6 +113,89 @@ fn dot_generic(a: &[f32], b: &[f32]) -> f32 {
         sum += v;
     }
     sum + tail
+}
+
+/// `scores[j] = dot(query, key j) · scale` for the keys found at `offset`
+/// in rows of `stride` values: `dot` per key, bit for bit, with the CPU
+/// features checked once for all keys instead of once per key.
+pub(crate) fn attention_scores(
+    query: &[f32],
+    keys: &[f32],
+    stride: usize,
+    offset: usize,
+    scale: f32,
+    scores: &mut [f32],
+) {
+    #[inline(always)]
+    fn body(
+        query: &[f32],
+        keys: &[f32],
+        stride: usize,
+        offset: usize,
+        scale: f32,
+        scores: &mut [f32],
+    ) {
+        let hd = query.len();
+        for (j, s) in scores.iter_mut().enumerate() {
+            let start = j * stride + offset;
+            *s = dot_generic(query, &keys[start..start + hd]) * scale;
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        fn fast(
+            query: &[f32],
+            keys: &[f32],
+            stride: usize,
+            offset: usize,
+            scale: f32,
+            scores: &mut [f32],
+        ) {
+            body(query, keys, stride, offset, scale, scores)
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the features `fast` was compiled for are present.
+            return unsafe { fast(query, keys, stride, offset, scale, scores) };
+        }
+    }
+    body(query, keys, stride, offset, scale, scores)
+}
+
+/// `out = Σ_j p_j · value j` for the values found at `offset` in rows of
+/// `stride` values (each term added in order, as [`axpy`] does).
+pub(crate) fn weighted_sum(
+    p: &[f32],
+    values: &[f32],
+    stride: usize,
+    offset: usize,
+    out: &mut [f32],
+) {
+    #[inline(always)]
+    fn body(p: &[f32], values: &[f32], stride: usize, offset: usize, out: &mut [f32]) {
+        let hd = out.len();
+        out.fill(0.0);
+        for (j, &w) in p.iter().enumerate() {
+            let start = j * stride + offset;
+            for (o, x) in out.iter_mut().zip(&values[start..start + hd]) {
+                *o += w * x;
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        fn fast(p: &[f32], values: &[f32], stride: usize, offset: usize, out: &mut [f32]) {
+            body(p, values, stride, offset, out)
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the features `fast` was compiled for are present.
+            return unsafe { fast(p, values, stride, offset, out) };
+        }
+    }
+    body(p, values, stride, offset, out)
 }
 
 /// Rows of queries handled together by [`dot8`].
@@ -309,6 +393,30 @@ mod tests {
                 "{x}: {fast} vs {exact}"
             );
         }
+    }
+
+    #[test]
+    fn attention_scores_are_dot_per_key() {
+        let (hd, stride, n) = (64, 192, 37);
+        let query: Vec<f32> = (0..hd)
+            .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
+            .collect();
+        let keys: Vec<f32> = (0..n * stride)
+            .map(|i| ((i * 104_729) % 211) as f32 / 100.0 - 1.0)
+            .collect();
+        let mut scores = vec![0f32; n];
+        attention_scores(&query, &keys, stride, 64, 0.125, &mut scores);
+        for (j, s) in scores.iter().enumerate() {
+            let key = &keys[j * stride + 64..j * stride + 128];
+            assert_eq!(s.to_bits(), (dot(&query, key) * 0.125).to_bits());
+        }
+        let mut out = vec![0f32; hd];
+        weighted_sum(&scores, &keys, stride, 64, &mut out);
+        let mut expected = vec![0f32; hd];
+        for (j, &w) in scores.iter().enumerate() {
+            axpy(w, &keys[j * stride + 64..j * stride + 128], &mut expected);
+        }
+        assert_eq!(out, expected);
     }
 
     #[test]
