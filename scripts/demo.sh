@@ -43,8 +43,8 @@ if [ -d ../shared/corpus ]; then
   "$kb" search -k 3 "注意力机制"
 fi
 
-step "kb ask \"How does kb verify the models it downloads?\" (streamed, cited)"
-"$kb" ask -v -k 3 --max-tokens 96 "How does kb verify the models it downloads?"
+step "kb ask \"What happens when a downloaded model file fails its checksum?\" (streamed, cited)"
+"$kb" ask -v -k 3 --max-tokens 96 "What happens when a downloaded model file fails its checksum?"
 
 if [ -d ../shared/corpus ]; then
   step "kb ask \"BERT 预训练的 MLM 任务随机 mask 多少比例的词？\""

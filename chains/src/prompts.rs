@@ -18,26 +18,12 @@ pub fn no_answer(language: Language) -> &'static str {
 const SYSTEM_EN: &str = "\
 You are a helpful assistant. Answer the question from the given context, briefly. \
 Put the passage number in square brackets after each fact, like [1]. \
-Only if the context says nothing about the question, reply: {{ no_answer }}
-
-Example:
-Context:
-[1] The Eiffel Tower is in Paris.
-[2] The tower was finished in 1889.
-Question: When was the Eiffel Tower finished?
-Answer: It was finished in 1889 [2].";
+Only if the context says nothing about the question, reply: {{ no_answer }}";
 
 const SYSTEM_ZH: &str = "\
 你是一个乐于助人的助手。请根据给定的上下文用中文简洁地回答问题，\
 并在每个事实后用方括号标注段落编号，例如 [1]。\
-只有当上下文完全没有提到这个问题时，才回答：{{ no_answer }}
-
-示例：
-上下文：
-[1] 埃菲尔铁塔位于巴黎。
-[2] 这座塔于 1889 年建成。
-问题：埃菲尔铁塔是哪一年建成的？
-回答：它于 1889 年建成 [2]。";
+只有当上下文完全没有提到这个问题时，才回答：{{ no_answer }}";
 
 const USER_EN: &str = "\
 Context:
