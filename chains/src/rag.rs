@@ -301,7 +301,6 @@ impl RagChain {
             return Err(Error::InvalidInput("the question is empty".into()));
         }
         self.options.validate()?;
-        let history: &[Message] = &[];
         let language = Language::detect(asked);
         let standalone = (query != asked).then(|| query.to_string());
         let question = query;
@@ -341,12 +340,9 @@ impl RagChain {
             return Ok(Box::pin(stream::iter(events)));
         }
         let prepared = match self.strategy {
-            Strategy::Stuff => self.stuff(question, language, history, &chunks)?,
-            Strategy::MapReduce => {
-                self.map_reduce(question, language, history, &chunks)
-                    .await?
-            }
-            Strategy::Refine => self.refine(question, language, history, &chunks).await?,
+            Strategy::Stuff => self.stuff(question, language, &chunks)?,
+            Strategy::MapReduce => self.map_reduce(question, language, &chunks).await?,
+            Strategy::Refine => self.refine(question, language, &chunks).await?,
         };
         answer.timings.intermediate = prepared.timings.intermediate;
         answer.sources = prepared.sources.clone();
@@ -389,23 +385,18 @@ impl RagChain {
         &self,
         language: Language,
         question: &str,
-        history: &[Message],
         sources: &[Source],
     ) -> Result<Vec<Message>> {
-        let mut messages = Vec::with_capacity(history.len() + 2);
-        messages.push(Message::system(self.prompts.system(language)?));
-        messages.extend_from_slice(history);
-        messages.push(Message::user(
-            self.prompts.user(language, question, sources)?,
-        ));
-        Ok(messages)
+        Ok(vec![
+            Message::system(self.prompts.system(language)?),
+            Message::user(self.prompts.user(language, question, sources)?),
+        ])
     }
 
     fn stuff(
         &self,
         question: &str,
         language: Language,
-        history: &[Message],
         chunks: &[ScoredChunk],
     ) -> Result<Prepared> {
         let options = self.answer_options();
@@ -413,7 +404,7 @@ impl RagChain {
             self.model.as_ref(),
             self.budget(&options)?,
             chunks,
-            |sources| self.render(language, question, history, sources),
+            |sources| self.render(language, question, sources),
         )?;
         if fitted.dropped > 0 {
             tracing::info!(
@@ -469,7 +460,6 @@ impl RagChain {
         &self,
         question: &str,
         language: Language,
-        history: &[Message],
         chunks: &[ScoredChunk],
     ) -> Result<Prepared> {
         let started = Instant::now();
@@ -494,7 +484,7 @@ impl RagChain {
             notes.push(reduced);
         }
         // The notes keep their chunk's source; numbering follows the notes.
-        let mut prepared = self.stuff(question, language, history, &notes)?;
+        let mut prepared = self.stuff(question, language, &notes)?;
         prepared.timings.intermediate = started.elapsed();
         Ok(prepared)
     }
@@ -503,13 +493,12 @@ impl RagChain {
         &self,
         question: &str,
         language: Language,
-        history: &[Message],
         chunks: &[ScoredChunk],
     ) -> Result<Prepared> {
         let started = Instant::now();
         let options = self.step_options();
         // The draft comes from the best chunk alone.
-        let first = self.stuff(question, language, history, &chunks[..1])?;
+        let first = self.stuff(question, language, &chunks[..1])?;
         let mut sources = first.sources.clone();
         if chunks.len() == 1 {
             return Ok(first);
@@ -566,7 +555,7 @@ impl RagChain {
         }
         // The last chunk did not fit: answer from everything that did.
         let kept: Vec<ScoredChunk> = chunks[..sources.len().min(chunks.len())].to_vec();
-        let mut prepared = self.stuff(question, language, history, &kept)?;
+        let mut prepared = self.stuff(question, language, &kept)?;
         prepared.timings.intermediate = started.elapsed();
         Ok(prepared)
     }

@@ -3,29 +3,26 @@
 
 use gemm::{Parallelism, gemm};
 
-/// Runs `$body(a, b)` compiled for AVX2+FMA when the processor has them,
-/// otherwise for the baseline target.
+/// The body of a function that calls `$generic` (an `#[inline(always)]`
+/// function taking the same arguments) compiled for AVX2+FMA when the
+/// processor has them, otherwise for the baseline target. The arithmetic is
+/// the same either way; only the instructions differ.
 macro_rules! with_simd {
-    ($body:ident, $a:expr, $b:expr) => {{
+    ($generic:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {{
         #[cfg(target_arch = "x86_64")]
         {
             #[target_feature(enable = "avx2,fma")]
-            fn fast(a: &mut [f32], b: &[f32]) {
-                $body(a, b)
+            fn fast($($arg: $ty),*) $(-> $ret)? {
+                $generic($($arg),*)
             }
             if std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")
             {
                 // SAFETY: the features `fast` was compiled for are present.
-                unsafe { fast($a, $b) }
-            } else {
-                $body($a, $b)
+                return unsafe { fast($($arg),*) };
             }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            $body($a, $b)
-        }
+        $generic($($arg),*)
     }};
 }
 
@@ -79,19 +76,7 @@ pub(crate) fn matmul(
 /// A dot product with 16 independent fused multiply-add accumulators.
 #[cfg(test)]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        fn fast(a: &[f32], b: &[f32]) -> f32 {
-            dot_generic(a, b)
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the features `fast` was compiled for are present.
-            return unsafe { fast(a, b) };
-        }
-    }
-    dot_generic(a, b)
+    with_simd!(dot_generic(a: &[f32], b: &[f32]) -> f32)
 }
 
 #[inline(always)]
@@ -126,41 +111,30 @@ pub(crate) fn attention_scores(
     scale: f32,
     scores: &mut [f32],
 ) {
-    #[inline(always)]
-    fn body(
+    with_simd!(attention_scores_generic(
         query: &[f32],
         keys: &[f32],
         stride: usize,
         offset: usize,
         scale: f32,
-        scores: &mut [f32],
-    ) {
-        let hd = query.len();
-        for (j, s) in scores.iter_mut().enumerate() {
-            let start = j * stride + offset;
-            *s = dot_generic(query, &keys[start..start + hd]) * scale;
-        }
+        scores: &mut [f32]
+    ))
+}
+
+#[inline(always)]
+fn attention_scores_generic(
+    query: &[f32],
+    keys: &[f32],
+    stride: usize,
+    offset: usize,
+    scale: f32,
+    scores: &mut [f32],
+) {
+    let hd = query.len();
+    for (j, s) in scores.iter_mut().enumerate() {
+        let start = j * stride + offset;
+        *s = dot_generic(query, &keys[start..start + hd]) * scale;
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        fn fast(
-            query: &[f32],
-            keys: &[f32],
-            stride: usize,
-            offset: usize,
-            scale: f32,
-            scores: &mut [f32],
-        ) {
-            body(query, keys, stride, offset, scale, scores)
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the features `fast` was compiled for are present.
-            return unsafe { fast(query, keys, stride, offset, scale, scores) };
-        }
-    }
-    body(query, keys, stride, offset, scale, scores)
 }
 
 /// `out = Σ_j p_j · value j` for the values found at `offset` in rows of
@@ -172,30 +146,25 @@ pub(crate) fn weighted_sum(
     offset: usize,
     out: &mut [f32],
 ) {
-    #[inline(always)]
-    fn body(p: &[f32], values: &[f32], stride: usize, offset: usize, out: &mut [f32]) {
-        let hd = out.len();
-        out.fill(0.0);
-        for (j, &w) in p.iter().enumerate() {
-            let start = j * stride + offset;
-            for (o, x) in out.iter_mut().zip(&values[start..start + hd]) {
-                *o += w * x;
-            }
+    with_simd!(weighted_sum_generic(
+        p: &[f32],
+        values: &[f32],
+        stride: usize,
+        offset: usize,
+        out: &mut [f32]
+    ))
+}
+
+#[inline(always)]
+fn weighted_sum_generic(p: &[f32], values: &[f32], stride: usize, offset: usize, out: &mut [f32]) {
+    let hd = out.len();
+    out.fill(0.0);
+    for (j, &w) in p.iter().enumerate() {
+        let start = j * stride + offset;
+        for (o, x) in out.iter_mut().zip(&values[start..start + hd]) {
+            *o += w * x;
         }
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        fn fast(p: &[f32], values: &[f32], stride: usize, offset: usize, out: &mut [f32]) {
-            body(p, values, stride, offset, out)
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the features `fast` was compiled for are present.
-            return unsafe { fast(p, values, stride, offset, out) };
-        }
-    }
-    body(p, values, stride, offset, out)
 }
 
 /// Rows of queries handled together by [`dot8`].
@@ -206,19 +175,7 @@ pub(crate) const DOT_ROWS: usize = 8;
 /// `i` of vector `r`), so each of `dot`'s 16 lanes becomes one SIMD register
 /// across the rows, and the final lane sum keeps `dot`'s order.
 pub(crate) fn dot8(at: &[f32], b: &[f32]) -> [f32; DOT_ROWS] {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        fn fast(at: &[f32], b: &[f32]) -> [f32; DOT_ROWS] {
-            dot8_generic(at, b)
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the features `fast` was compiled for are present.
-            return unsafe { fast(at, b) };
-        }
-    }
-    dot8_generic(at, b)
+    with_simd!(dot8_generic(at: &[f32], b: &[f32]) -> [f32; DOT_ROWS])
 }
 
 #[inline(always)]
@@ -341,7 +298,7 @@ impl Rotary {
 
 /// `gate = silu(gate) · up`, in place.
 pub(crate) fn swiglu(gate: &mut [f32], up: &[f32]) {
-    with_simd!(swiglu_generic, gate, up)
+    with_simd!(swiglu_generic(gate: &mut [f32], up: &[f32]))
 }
 
 #[inline(always)]

@@ -78,7 +78,7 @@ pub fn rag_chain(
 struct PlainAnswer<'a> {
     question: &'a str,
     text: &'a str,
-    sources: [(); 0],
+    sources: &'a [Source],
     note: &'a str,
 }
 
@@ -249,7 +249,7 @@ async fn plain_answer(
         let answer = PlainAnswer {
             question,
             text: &text,
-            sources: [],
+            sources: &[],
             note: "no knowledge base: answered from the model alone",
         };
         serde_json::to_writer_pretty(&mut *out, &answer)?;
