@@ -9,8 +9,8 @@ use serde::de::DeserializeOwned;
 
 /// Parses a model's message as JSON into `T`, repairing what small models
 /// get almost right: code fences, prose around the value, trailing commas,
-/// single quotes, curly quotes, Python's `True`/`False`/`None`, and missing
-/// closing brackets at the end.
+/// single quotes, curly quotes, unquoted keys, Python's `True`/`False`/`None`,
+/// and missing closing brackets at the end.
 ///
 /// ```
 /// use kb_chains::parse_json;
@@ -133,12 +133,17 @@ fn repair(span: &str) -> String {
                     .position(|c| !c.is_ascii_alphanumeric() && *c != '_')
                     .map_or(chars.len(), |p| i + p);
                 let word: String = chars[i..word_end].iter().collect();
-                out.push_str(match word.as_str() {
-                    "True" => "true",
-                    "False" => "false",
-                    "None" => "null",
-                    other => other,
-                });
+                match word.as_str() {
+                    "True" | "true" => out.push_str("true"),
+                    "False" | "false" => out.push_str("false"),
+                    "None" | "null" => out.push_str("null"),
+                    // An unquoted key or bare word: quote it.
+                    other => {
+                        out.push('"');
+                        out.push_str(other);
+                        out.push('"');
+                    }
+                }
                 i = word_end;
                 continue;
             }
@@ -254,6 +259,10 @@ mod tests {
             ("{\"a\": {\"b\": [1, 2", json!({"a": {"b": [1, 2]}})),
             ("[\"x\", 'y'] and more [1]", json!(["x", "y"])),
             (
+                "{tool: \"calculator\", args: {expression: '2+3'}}",
+                json!({"tool": "calculator", "args": {"expression": "2+3"}}),
+            ),
+            (
                 "{\"note\": \"True story, None left\"}",
                 json!({"note": "True story, None left"}),
             ),
@@ -269,6 +278,8 @@ mod tests {
         let err = parse_json::<Value>("I cannot do that.").expect_err("no JSON");
         assert!(matches!(err, Error::Parse(_)), "{err}");
         let err = parse_json::<Value>("{a: b c}").expect_err("not JSON");
+        assert!(err.to_string().contains("not valid JSON"), "{err}");
+        let err = parse_json::<Value>("{\"a\" 1}").expect_err("not JSON");
         assert!(err.to_string().contains("not valid JSON"), "{err}");
     }
 }

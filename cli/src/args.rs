@@ -232,6 +232,56 @@ Examples:
         history: usize,
     },
 
+    /// Give a task to a ReAct agent that searches the knowledge base and calculates
+    ///
+    /// The agent thinks, calls a tool, reads what it returns, and repeats until it
+    /// can answer. Its tools: kb_search (the knowledge base, when there is one),
+    /// calculator, and read_file under --files DIR. Every step is printed as it
+    /// happens. With a local model the steps are guided (kb starts each reply and
+    /// scores the model's choices), so even the small default model produces
+    /// well-formed tool calls; servers with native tool calling get OpenAI `tools`.
+    #[command(after_help = "\
+Examples:
+  kb agent \"How many chunks does a 10000-character document make in kb?\"
+  kb agent --files docs --max-steps 5 \"Which file documents kb chat?\"
+  kb agent --json \"What is 17% of 2350?\" | jq -c 'select(.type == \"tool_call\")'
+  kb agent --model http://localhost:11434/v1#qwen2.5:3b \"Compare BM25 and vectors\"")]
+    Agent {
+        /// The task; `-` or none reads it from standard input
+        task: Option<String>,
+
+        /// Most model calls
+        #[arg(long, default_value_t = 8, value_name = "N")]
+        max_steps: usize,
+
+        /// Most tokens generated over the whole run
+        #[arg(long, default_value_t = 2048, value_name = "N")]
+        token_budget: usize,
+
+        /// Let the agent read files under DIR (and nowhere else)
+        #[arg(long, value_name = "DIR")]
+        files: Option<PathBuf>,
+
+        /// Passages per knowledge-base search
+        #[arg(short, default_value_t = 3)]
+        k: usize,
+
+        /// How tools are called: auto, guided, text or native
+        #[arg(long, default_value = "auto", value_name = "MODE")]
+        protocol: String,
+
+        /// The model for this command: catalog name, GGUF file or server URL (overrides --llm)
+        #[arg(long, value_name = "NAME|PATH|URL")]
+        model: Option<String>,
+
+        /// Print every step as a JSON line (tokens left out); the last line is the outcome
+        #[arg(long)]
+        json: bool,
+
+        #[command(flatten)]
+        decoding: DecodingArgs,
+    },
+
     /// Print the embedding vectors of texts, for inspection and scripts
     ///
     /// Uses the configured embedder (--embedder NAME|DIR). Texts are embedded

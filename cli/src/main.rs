@@ -51,6 +51,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(EvalCommand::Answers { rag, .. }) if rag.model.is_some() => {
             flags.llm = rag.model.clone();
         }
+        Command::Agent {
+            model: Some(model), ..
+        } => flags.llm = Some(model.clone()),
         _ => {}
     }
     let config = Config::load(flags, env, config_file)?;
@@ -135,6 +138,30 @@ fn run(cli: Cli) -> Result<()> {
         Command::Chat { rag, history } => {
             commands::ask::chat(&config, &rag, history, cli.global.verbose > 0, &mut out)
         }
+        Command::Agent {
+            task,
+            max_steps,
+            token_budget,
+            files,
+            k,
+            protocol,
+            json,
+            decoding,
+            ..
+        } => commands::agent::run(
+            &config,
+            &commands::agent::AgentRequest {
+                task,
+                max_steps,
+                token_budget,
+                files,
+                k,
+                protocol,
+                json,
+                decoding,
+            },
+            &mut out,
+        ),
     }?;
     out.flush()?;
     Ok(())

@@ -733,3 +733,70 @@ fn ctrl_c_in_chat_cancels_the_answer_not_the_session() {
         stdout(&output)
     );
 }
+
+#[test]
+fn agent_calls_tools_on_the_real_model_and_streams_json_steps() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let kb_arg = docs_kb(work.path());
+    let files = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+    let files = files.to_str().expect("utf-8");
+    let task = "How many chunks does a 10000-character document make?";
+    let output = kb(
+        &[
+            "--kb",
+            &kb_arg,
+            "agent",
+            "--max-steps",
+            "3",
+            "--files",
+            files,
+            task,
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    // Guided steps: the first one calls a tool with well-formed JSON.
+    assert!(text.contains("── step 1\nThought:"), "{text}");
+    assert!(text.contains("Action: {\"tool\": \""), "{text}");
+    assert!(text.contains("\n→ "), "{text}");
+    assert!(text.contains("steps,"), "{text}");
+
+    let output = kb(
+        &["--kb", &kb_arg, "agent", "--json", "--max-steps", "2", task],
+        &[],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let events: Vec<serde_json::Value> = stdout(&output)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(events[0]["type"], "step");
+    assert!(
+        events.iter().any(|e| e["type"] == "tool_call"),
+        "{events:?}"
+    );
+    assert!(events.iter().all(|e| e["type"] != "token"));
+    let last = events.last().expect("events");
+    assert_eq!(last["type"], "finished");
+    assert!(
+        last["outcome"]["steps"]
+            .as_array()
+            .is_some_and(|s| s.len() <= 2)
+    );
+
+    let output = kb(&["agent", "--protocol", "telepathy", task], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("auto, guided, text or native"),
+        "{}",
+        stderr(&output)
+    );
+    let output = kb(&["agent", "--files", "/no/such/folder", task], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("existing folder"),
+        "{}",
+        stderr(&output)
+    );
+}

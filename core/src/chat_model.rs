@@ -52,6 +52,21 @@ pub trait ChatModel: Send + Sync {
     /// Generates a complete answer to `messages`.
     async fn chat(&self, messages: &[Message], options: &GenerateOptions) -> Result<ChatResponse>;
 
+    /// Whether the model calls the tools of [`GenerateOptions::tools`]
+    /// natively, answering with [`ToolCall`](crate::ToolCall)s. Agents fall
+    /// back to a text protocol for models that do not.
+    fn supports_tools(&self) -> bool {
+        false
+    }
+
+    /// Whether a conversation that ends with an assistant message is
+    /// continued — the reply extends that message, as its next words —
+    /// instead of being answered with a new turn. Guided agents and parsers
+    /// use it to start the model's answer for it (`Thought:`, `{"tool": "`).
+    fn supports_prefill(&self) -> bool {
+        false
+    }
+
     /// The model's context window in tokens, when known. Local models know
     /// it; a remote server usually does not say.
     fn context_window(&self) -> Option<usize> {
@@ -134,6 +149,12 @@ macro_rules! forward_chat_model {
                 options: &GenerateOptions,
             ) -> Result<ChatStream> {
                 (**self).stream(messages, options).await
+            }
+            fn supports_tools(&self) -> bool {
+                (**self).supports_tools()
+            }
+            fn supports_prefill(&self) -> bool {
+                (**self).supports_prefill()
             }
             fn context_window(&self) -> Option<usize> {
                 (**self).context_window()

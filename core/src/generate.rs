@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Result;
 use crate::message::{Message, Role, ToolCall};
+use crate::tool::ToolSpec;
 
 /// Decoding settings for one generation. Every field has a neutral default
 /// (greedy decoding, no penalties), and every field has a chaining setter of the
@@ -49,6 +50,11 @@ pub struct GenerateOptions {
     pub stop: Vec<String>,
     /// Seed for sampling; the same seed gives the same output.
     pub seed: Option<u64>,
+    /// Tools the model may call natively (OpenAI `tools`), for models whose
+    /// [`supports_tools`](crate::ChatModel::supports_tools) is true; others
+    /// ignore them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolSpec>,
 }
 
 impl Default for GenerateOptions {
@@ -67,6 +73,7 @@ impl Default for GenerateOptions {
             length_penalty: 1.0,
             stop: Vec::new(),
             seed: None,
+            tools: Vec::new(),
         }
     }
 }
@@ -135,6 +142,11 @@ impl GenerateOptions {
     /// Sets [`GenerateOptions::seed`].
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
+        self
+    }
+    /// Sets [`GenerateOptions::tools`].
+    pub fn tools(mut self, tools: Vec<ToolSpec>) -> Self {
+        self.tools = tools;
         self
     }
 

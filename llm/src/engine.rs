@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kb_core::{FinishReason, GenerateOptions, Message};
+use kb_core::{FinishReason, GenerateOptions, Message, Role};
 
 use crate::error::{LlmError, Result};
 use crate::gguf::GgufFile;
@@ -233,9 +233,24 @@ impl GgufModel {
     }
 
     /// The prompt token ids for a conversation: the chat template rendered
-    /// with the generation prompt, then tokenized.
+    /// with the generation prompt, then tokenized. When the conversation ends
+    /// with an assistant message (without tool calls), the prompt ends with
+    /// that message's text instead, so that generation continues it.
     pub fn chat_prompt(&self, messages: &[Message]) -> Result<Vec<u32>> {
-        let text = self.template.render(messages, true)?;
+        let text = match messages.split_last() {
+            // A final assistant message is continued: the answer begins
+            // with its text (prefill).
+            Some((last, earlier))
+                if last.role == Role::Assistant
+                    && last.tool_calls.is_empty()
+                    && !earlier.is_empty() =>
+            {
+                let mut text = self.template.render(earlier, true)?;
+                text.push_str(&last.content);
+                text
+            }
+            _ => self.template.render(messages, true)?,
+        };
         self.tokenizer.encode_prompt(&text)
     }
 

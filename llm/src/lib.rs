@@ -28,6 +28,7 @@ mod error;
 mod gguf;
 mod llama;
 mod local;
+mod open;
 #[cfg(feature = "remote")]
 mod openai;
 mod ops;
@@ -40,6 +41,9 @@ pub use engine::{DEFAULT_MAX_TOKENS, Generation, GgufModel, LoadOptions, Session
 pub use error::{LlmError, Result};
 pub use gguf::GgufFile;
 pub use local::LocalLlm;
+#[cfg(feature = "remote")]
+pub use open::remote;
+pub use open::{is_remote, open};
 #[cfg(feature = "remote")]
 pub use openai::{OpenAiChat, OpenAiChatBuilder};
 pub use sampler::{REPETITION_WINDOW, Sampler, argmax};

@@ -91,6 +91,10 @@ impl ChatModel for LocalLlm {
         Ok(Some(self.shared.model.chat_prompt(messages)?.len()))
     }
 
+    fn supports_prefill(&self) -> bool {
+        true
+    }
+
     async fn score(
         &self,
         messages: &[Message],

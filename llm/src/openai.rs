@@ -28,6 +28,7 @@ pub struct OpenAiChat {
     model: String,
     api_key: Option<String>,
     max_retries: u32,
+    native_tools: bool,
 }
 
 /// Settings for an [`OpenAiChat`].
@@ -39,6 +40,7 @@ pub struct OpenAiChatBuilder {
     timeout: Duration,
     connect_timeout: Duration,
     max_retries: u32,
+    native_tools: bool,
 }
 
 impl OpenAiChatBuilder {
@@ -66,6 +68,13 @@ impl OpenAiChatBuilder {
         self
     }
 
+    /// Whether the server understands OpenAI's `tools` (default true). Turn
+    /// it off for servers that reject them; agents then use a text protocol.
+    pub fn native_tools(mut self, on: bool) -> Self {
+        self.native_tools = on;
+        self
+    }
+
     /// Builds the client.
     pub fn build(self) -> kb_core::Result<OpenAiChat> {
         let client = reqwest::Client::builder()
@@ -79,6 +88,7 @@ impl OpenAiChatBuilder {
             model: self.model,
             api_key: self.api_key,
             max_retries: self.max_retries,
+            native_tools: self.native_tools,
         })
     }
 }
@@ -93,6 +103,7 @@ impl OpenAiChat {
             timeout: Duration::from_secs(600),
             connect_timeout: Duration::from_secs(10),
             max_retries: 3,
+            native_tools: true,
         }
     }
 
@@ -139,6 +150,14 @@ impl OpenAiChat {
                 "repetition_penalty".into(),
                 json!(options.repetition_penalty),
             );
+        }
+        if !options.tools.is_empty() {
+            let tools: Vec<Value> = options
+                .tools
+                .iter()
+                .map(|tool| json!({"type": "function", "function": tool}))
+                .collect();
+            map.insert("tools".into(), Value::Array(tools));
         }
         body
     }
@@ -292,6 +311,10 @@ impl PartialCalls {
 impl ChatModel for OpenAiChat {
     fn name(&self) -> &str {
         &self.model
+    }
+
+    fn supports_tools(&self) -> bool {
+        self.native_tools
     }
 
     async fn chat(

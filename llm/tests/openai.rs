@@ -97,7 +97,12 @@ async fn chat_sends_the_options_and_reads_the_answer() {
         .max_tokens(8)
         .top_k(5)
         .stop("\n")
-        .seed(3);
+        .seed(3)
+        .tools(vec![kb_core::ToolSpec {
+            name: "search".into(),
+            description: "Searches.".into(),
+            parameters: json!({"type": "object", "properties": {"q": {"type": "string"}}}),
+        }]);
     let answer = client(&url)
         .chat(
             &[
@@ -119,6 +124,12 @@ async fn chat_sends_the_options_and_reads_the_answer() {
     assert_eq!(request["stop"], json!(["\n"]));
     assert_eq!(request["stream"], false);
     assert!(request.get("min_p").is_none(), "unset options are not sent");
+    assert_eq!(request["tools"][0]["type"], "function");
+    assert_eq!(request["tools"][0]["function"]["name"], "search");
+    assert_eq!(
+        request["tools"][0]["function"]["parameters"]["properties"]["q"]["type"],
+        "string"
+    );
 }
 
 #[tokio::test]

@@ -174,6 +174,20 @@ fn chat_template_renders_the_fixture_prompts() {
 }
 
 #[test]
+fn a_final_assistant_message_is_continued() {
+    let case = &fixture().cases[0];
+    let mut conversation = messages(case);
+    conversation.push(kb_core::Message::assistant("Thought: I"));
+    let ids = model().chat_prompt(&conversation).expect("ids");
+    let text = model().tokenizer().decode(&ids, false);
+    assert_eq!(
+        text,
+        format!("{}Thought: I", case.prompt),
+        "the prompt ends inside the answer"
+    );
+}
+
+#[test]
 fn greedy_generation_matches_llamacpp() {
     let model = model();
     let mut problems = Vec::new();

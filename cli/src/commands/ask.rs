@@ -1,7 +1,7 @@
 //! `kb ask` (one cited answer, streamed) and `kb chat` (a conversation over
 //! the knowledge base).
 
-use std::io::{BufRead, IsTerminal, Read, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -16,6 +16,7 @@ use kb_retrievers::{Access, KnowledgeBase};
 use serde::Serialize;
 
 use crate::args::RagArgs;
+use crate::commands::argument_or_stdin;
 use crate::commands::generate::{is_remote, load_local, remote_model};
 use crate::commands::kb::{open, parse_filter, runtime};
 use crate::config::Config;
@@ -30,7 +31,7 @@ pub fn chat_model(config: &Config, threads: Option<usize>) -> Result<Arc<dyn Cha
 
 /// The knowledge base, or `None` (with a hint on stderr) when there is none
 /// yet: the model then answers on its own.
-fn open_if_present(config: &Config) -> Result<Option<KnowledgeBase>> {
+pub fn open_if_present(config: &Config) -> Result<Option<KnowledgeBase>> {
     match open(config, Access::Read) {
         Ok(kb) => Ok(Some(kb)),
         Err(e)
@@ -92,19 +93,9 @@ pub struct AskRequest {
 
 pub fn ask(config: &Config, request: &AskRequest, out: &mut impl Write) -> Result<()> {
     let args = &request.rag;
-    let question = match request.question.as_deref() {
-        Some("-") | None => {
-            let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .context("reading the question from standard input")?;
-            text.trim().to_string()
-        }
-        Some(q) => q.trim().to_string(),
-    };
-    if question.is_empty() {
-        bail!("the question is empty: give it as an argument or on standard input");
-    }
+    let question = argument_or_stdin(request.question.as_deref(), "question")?
+        .trim()
+        .to_string();
     if args.k == 0 {
         bail!("-k must be at least 1");
     }

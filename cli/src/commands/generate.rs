@@ -1,7 +1,7 @@
 //! `kb generate`: one prompt, one streamed answer, from the local GGUF model
 //! or an OpenAI-compatible server.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -10,6 +10,7 @@ use kb_core::{ChatEvent, ChatModel, FinishReason, GenerateOptions, Message};
 use kb_llm::{GgufModel, LoadOptions, OpenAiChat};
 use serde::Serialize;
 
+use crate::commands::argument_or_stdin;
 use crate::config::Config;
 
 /// What `kb generate` was asked to do.
@@ -26,17 +27,13 @@ pub struct Request {
 /// A model location: a URL means an OpenAI-compatible server, with the model
 /// name after `#` (`http://localhost:11434/v1#qwen2.5:0.5b`).
 pub fn is_remote(llm: &str) -> bool {
-    llm.starts_with("http://") || llm.starts_with("https://")
+    kb_llm::is_remote(llm)
 }
 
 /// The remote chat model `llm` names; the API key comes from `KB_API_KEY`
 /// or `OPENAI_API_KEY`.
 pub fn remote_model(llm: &str) -> Result<OpenAiChat> {
-    let (url, model) = llm.split_once('#').unwrap_or((llm, "default"));
-    let key = std::env::var("KB_API_KEY")
-        .ok()
-        .or_else(|| std::env::var("OPENAI_API_KEY").ok());
-    Ok(OpenAiChat::builder(url, model).api_key(key).build()?)
+    Ok(kb_llm::remote(llm)?)
 }
 
 /// Loads the configured local model.
@@ -89,19 +86,7 @@ struct JsonOutput<'a> {
 }
 
 pub fn run(config: &Config, request: Request, out: &mut impl Write) -> Result<()> {
-    let prompt = match request.prompt.as_deref() {
-        Some("-") | None => {
-            let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .context("reading the prompt from standard input")?;
-            text
-        }
-        Some(p) => p.to_string(),
-    };
-    if prompt.trim().is_empty() {
-        bail!("the prompt is empty: give it as an argument or on standard input");
-    }
+    let prompt = argument_or_stdin(request.prompt.as_deref(), "prompt")?;
     let mut messages = Vec::new();
     if let Some(system) = &request.system {
         messages.push(Message::system(system.clone()));

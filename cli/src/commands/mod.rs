@@ -1,5 +1,6 @@
 //! One module per command group; each renders to the writer it is given.
 
+pub mod agent;
 pub mod ask;
 pub mod config;
 pub mod embed;
@@ -7,6 +8,27 @@ pub mod eval;
 pub mod generate;
 pub mod kb;
 pub mod models;
+
+/// The text of a positional argument, read from standard input when it is
+/// `-` or missing; an error names `what` when it is blank.
+pub fn argument_or_stdin(arg: Option<&str>, what: &str) -> anyhow::Result<String> {
+    use anyhow::Context;
+    use std::io::Read;
+    let text = match arg {
+        Some("-") | None => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .with_context(|| format!("reading the {what} from standard input"))?;
+            text
+        }
+        Some(text) => text.to_string(),
+    };
+    if text.trim().is_empty() {
+        anyhow::bail!("the {what} is empty: give it as an argument or on standard input");
+    }
+    Ok(text)
+}
 
 /// `1234567` → `1.2 MB`.
 pub fn human_size(bytes: u64) -> String {
