@@ -282,6 +282,44 @@ Examples:
         decoding: DecodingArgs,
     },
 
+    /// Serve the models over an OpenAI-compatible HTTP API
+    ///
+    /// Routes: GET /v1/models, POST /v1/chat/completions (whole or streamed as
+    /// server-sent events), POST /v1/embeddings, GET /healthz, GET /metrics
+    /// (Prometheus text). Any OpenAI client works against it, kb's own remote
+    /// models included (`--llm http://127.0.0.1:8080/v1`). It binds the loopback
+    /// only unless told otherwise; with --api-key every route but /healthz needs
+    /// `Authorization: Bearer KEY`. When more than --queue requests hold or wait
+    /// for the models, new ones get 503 with Retry-After. Ctrl-C or SIGTERM
+    /// stops it after the requests in flight.
+    #[command(after_help = "\
+Examples:
+  kb serve
+  KB_API_KEY=s3cret kb serve --addr 0.0.0.0:8080
+  curl -s localhost:8080/v1/chat/completions -H 'content-type: application/json' \\
+       -d '{\"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'")]
+    Serve {
+        /// Address to listen on (port 0 picks a free one)
+        #[arg(long, default_value = "127.0.0.1:8080", value_name = "HOST:PORT")]
+        addr: std::net::SocketAddr,
+
+        /// Require this bearer token on every route but /healthz
+        #[arg(long, env = "KB_API_KEY", hide_env_values = true, value_name = "KEY")]
+        api_key: Option<String>,
+
+        /// Largest request body accepted, in bytes
+        #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+        max_body: usize,
+
+        /// Requests that may hold or wait for the models at once
+        #[arg(long, default_value_t = 16, value_name = "N")]
+        queue: usize,
+
+        /// Inference threads [env: KB_THREADS] [default: all cores]
+        #[arg(long, value_name = "N")]
+        threads: Option<usize>,
+    },
+
     /// Print the embedding vectors of texts, for inspection and scripts
     ///
     /// Uses the configured embedder (--embedder NAME|DIR). Texts are embedded

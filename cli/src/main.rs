@@ -7,6 +7,7 @@
 mod args;
 mod commands;
 mod config;
+mod serve;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -138,6 +139,22 @@ fn run(cli: Cli) -> Result<()> {
         Command::Chat { rag, history } => {
             commands::ask::chat(&config, &rag, history, cli.global.verbose > 0, &mut out)
         }
+        Command::Serve {
+            addr,
+            api_key,
+            max_body,
+            queue,
+            threads,
+        } => serve::run(
+            &config,
+            serve::ServeRequest {
+                addr,
+                api_key,
+                max_body,
+                queue,
+                threads,
+            },
+        ),
         Command::Agent {
             task,
             max_steps,

@@ -1,0 +1,385 @@
+//! The OpenAI-compatible routes: `GET /v1/models`, `POST /v1/chat/completions`
+//! (whole or streamed as server-sent events ending in `data: [DONE]`) and
+//! `POST /v1/embeddings`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::{Stream, StreamExt, stream};
+use kb_core::{ChatEvent, FinishReason, GenerateOptions, Message, Role, ToolCall, Usage};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::{ApiError, ApiJson};
+
+/// Tokens generated when a request does not say.
+const DEFAULT_MAX_TOKENS: usize = 512;
+/// Most texts in one embeddings request.
+const MAX_EMBEDDING_INPUTS: usize = 256;
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+pub async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let mut data =
+        vec![json!({"id": state.model_id, "object": "model", "created": 0, "owned_by": "kb"})];
+    if let Some(id) = &state.embedder_id {
+        data.push(json!({"id": id, "object": "model", "created": 0, "owned_by": "kb"}));
+    }
+    Json(json!({"object": "list", "data": data}))
+}
+
+/// `content` as a string or as a list of parts (`{"type": "text", "text": …}`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<Value>),
+}
+
+impl Content {
+    fn text(self) -> Result<String, ApiError> {
+        match self {
+            Content::Text(text) => Ok(text),
+            Content::Parts(parts) => parts
+                .iter()
+                .map(
+                    |part| match (part["type"].as_str(), part["text"].as_str()) {
+                        (Some("text"), Some(text)) => Ok(text.to_string()),
+                        _ => Err(ApiError::invalid(
+                            Some("messages"),
+                            "only text content parts are supported",
+                        )),
+                    },
+                )
+                .collect(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct WireMessage {
+    role: String,
+    #[serde(default)]
+    content: Option<Content>,
+    #[serde(default)]
+    tool_calls: Vec<Value>,
+    #[serde(default)]
+    tool_call_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize, Default)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+#[derive(Deserialize)]
+pub struct ChatRequest {
+    #[serde(default)]
+    model: String,
+    messages: Vec<WireMessage>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    max_tokens: Option<usize>,
+    max_completion_tokens: Option<usize>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    top_k: Option<usize>,
+    min_p: Option<f32>,
+    repetition_penalty: Option<f32>,
+    frequency_penalty: Option<f32>,
+    presence_penalty: Option<f32>,
+    seed: Option<u64>,
+    stop: Option<Stop>,
+    n: Option<usize>,
+}
+
+impl ChatRequest {
+    fn messages(&mut self) -> Result<Vec<Message>, ApiError> {
+        if self.messages.is_empty() {
+            return Err(ApiError::invalid(Some("messages"), "`messages` is empty"));
+        }
+        std::mem::take(&mut self.messages)
+            .into_iter()
+            .map(|m| {
+                let role: Role = m.role.parse().map_err(|e: kb_core::Error| {
+                    ApiError::invalid(Some("messages"), e.to_string())
+                })?;
+                let content = m
+                    .content
+                    .map(Content::text)
+                    .transpose()?
+                    .unwrap_or_default();
+                let mut message = Message::new(role, content);
+                message.tool_call_id = m.tool_call_id;
+                message.tool_calls = m
+                    .tool_calls
+                    .iter()
+                    .map(|c| ToolCall {
+                        id: c["id"].as_str().unwrap_or_default().to_string(),
+                        name: c["function"]["name"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                        arguments: c["function"]["arguments"]
+                            .as_str()
+                            .and_then(|a| serde_json::from_str(a).ok())
+                            .unwrap_or(Value::Null),
+                    })
+                    .collect();
+                Ok(message)
+            })
+            .collect()
+    }
+
+    fn options(&self, context: Option<usize>) -> Result<GenerateOptions, ApiError> {
+        if self.n.is_some_and(|n| n != 1) {
+            return Err(ApiError::invalid(Some("n"), "only n = 1 is supported"));
+        }
+        let max_tokens = self
+            .max_completion_tokens
+            .or(self.max_tokens)
+            .unwrap_or(DEFAULT_MAX_TOKENS);
+        if let Some(context) = context
+            && max_tokens > context
+        {
+            return Err(ApiError::invalid(
+                Some("max_tokens"),
+                format!("max_tokens is {max_tokens}, more than the model's context of {context}"),
+            ));
+        }
+        let mut o = GenerateOptions::default()
+            .max_tokens(max_tokens)
+            .temperature(self.temperature.unwrap_or(0.0));
+        if let Some(p) = self.top_p {
+            o = o.top_p(p);
+        }
+        if let Some(k) = self.top_k {
+            o = o.top_k(k);
+        }
+        if let Some(p) = self.min_p {
+            o = o.min_p(p);
+        }
+        if let Some(p) = self.repetition_penalty {
+            o = o.repetition_penalty(p);
+        }
+        if let Some(p) = self.frequency_penalty {
+            o = o.frequency_penalty(p);
+        }
+        if let Some(p) = self.presence_penalty {
+            o = o.presence_penalty(p);
+        }
+        if let Some(seed) = self.seed {
+            o = o.seed(seed);
+        }
+        match &self.stop {
+            Some(Stop::One(s)) => o = o.stop(s.clone()),
+            Some(Stop::Many(all)) => {
+                for s in all {
+                    o = o.stop(s.clone());
+                }
+            }
+            None => {}
+        }
+        o.validate().map_err(ApiError::from)?;
+        Ok(o)
+    }
+}
+
+fn finish_name(finish: FinishReason) -> &'static str {
+    match finish {
+        FinishReason::Stop | FinishReason::Cancelled => "stop",
+        FinishReason::Length => "length",
+        FinishReason::ToolCalls => "tool_calls",
+    }
+}
+
+fn usage_json(usage: &Usage) -> Value {
+    json!({
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens(),
+        "prompt_tokens_details": {"cached_tokens": usage.cached_prompt_tokens},
+    })
+}
+
+pub async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    ApiJson(mut request): ApiJson<ChatRequest>,
+) -> Result<Response, ApiError> {
+    if !request.model.is_empty() && request.model != state.model_id && request.model != "default" {
+        return Err(ApiError::not_found(format!(
+            "the model {:?} is not served here; use {:?} (see /v1/models)",
+            request.model, state.model_id
+        )));
+    }
+    let messages = request.messages()?;
+    let options = request.options(state.model.context_window())?;
+    let permit = state.admit()?;
+    let id = format!("chatcmpl-{}", state.next_id.fetch_add(1, Ordering::Relaxed));
+    let model_id = state.model_id.clone();
+    if !request.stream {
+        let response = state.model.chat(&messages, &options).await?;
+        drop(permit);
+        state
+            .metrics
+            .tokens
+            .fetch_add(response.usage.completion_tokens as u64, Ordering::Relaxed);
+        return Ok(Json(json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": now(),
+            "model": model_id,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": response.message.content},
+                "finish_reason": finish_name(response.finish_reason),
+            }],
+            "usage": usage_json(&response.usage),
+        }))
+        .into_response());
+    }
+    let include_usage = request.stream_options.unwrap_or_default().include_usage;
+    let events = state.model.stream(&messages, &options).await?;
+    let created = now();
+    let chunk = move |delta: Value, finish: Option<&str>| {
+        json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model_id,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        })
+    };
+    let first = chunk(json!({"role": "assistant", "content": ""}), None);
+    let metrics = state.clone();
+    // The permit lives as long as the stream: a client that goes away frees
+    // the slot, and dropping the model's stream cancels the generation.
+    let body = events.map(move |event| {
+        let _held = &permit;
+        match event {
+            Ok(ChatEvent::Token(text)) => vec![chunk(json!({"content": text}), None)],
+            Ok(ChatEvent::ToolCall(_)) => Vec::new(),
+            Ok(ChatEvent::Done { usage, finish, .. }) => {
+                metrics
+                    .metrics
+                    .tokens
+                    .fetch_add(usage.completion_tokens as u64, Ordering::Relaxed);
+                let mut last = vec![chunk(json!({}), Some(finish_name(finish)))];
+                if include_usage {
+                    let mut usage_chunk = chunk(json!({}), None);
+                    usage_chunk["choices"] = json!([]);
+                    usage_chunk["usage"] = usage_json(&usage);
+                    last.push(usage_chunk);
+                }
+                last
+            }
+            Err(e) => {
+                let error: ApiError = e.into();
+                vec![json!({"error": {"message": error.message, "type": error.kind}})]
+            }
+        }
+    });
+    Ok(sse(stream::once(async move { vec![first] }).chain(body)).into_response())
+}
+
+/// Server-sent events: one `data:` line per JSON value, then `data: [DONE]`.
+fn sse(
+    values: impl Stream<Item = Vec<Value>> + Send + 'static,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let events = values
+        .flat_map(stream::iter)
+        .map(|value| Ok(Event::default().data(value.to_string())))
+        .chain(stream::once(async { Ok(Event::default().data("[DONE]")) }));
+    Sse::new(events)
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Input {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+pub struct EmbeddingsRequest {
+    input: Input,
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    encoding_format: Option<String>,
+}
+
+pub async fn embeddings(
+    State(state): State<Arc<AppState>>,
+    ApiJson(request): ApiJson<EmbeddingsRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let (Some(embedder), Some(embedder_id)) = (&state.embedder, &state.embedder_id) else {
+        return Err(ApiError::not_found("this server has no embedder"));
+    };
+    if !request.model.is_empty() && &request.model != embedder_id && request.model != "default" {
+        return Err(ApiError::not_found(format!(
+            "the embedding model {:?} is not served here; use {embedder_id:?}",
+            request.model
+        )));
+    }
+    if request
+        .encoding_format
+        .as_deref()
+        .is_some_and(|f| f != "float")
+    {
+        return Err(ApiError::invalid(
+            Some("encoding_format"),
+            "only encoding_format \"float\" is supported",
+        ));
+    }
+    let texts = match request.input {
+        Input::One(text) => vec![text],
+        Input::Many(texts) => texts,
+    };
+    if texts.is_empty() || texts.len() > MAX_EMBEDDING_INPUTS {
+        return Err(ApiError::invalid(
+            Some("input"),
+            format!(
+                "give 1 to {MAX_EMBEDDING_INPUTS} texts, not {}",
+                texts.len()
+            ),
+        ));
+    }
+    let permit = state.admit()?;
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let vectors = embedder.embed_documents(&refs).await?;
+    drop(permit);
+    let tokens: usize = texts.iter().map(|t| t.split_whitespace().count()).sum();
+    let data: Vec<Value> = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(index, embedding)| json!({"object": "embedding", "index": index, "embedding": embedding}))
+        .collect();
+    Ok(Json(json!({
+        "object": "list",
+        "data": data,
+        "model": embedder_id,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    })))
+}
