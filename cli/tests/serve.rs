@@ -4,6 +4,7 @@
 //! a graceful stop on SIGTERM.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,8 +27,9 @@ impl Drop for Server {
     }
 }
 
-fn start() -> Server {
+fn start(kb_dir: &Path) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kb"))
+        .args(["--kb", kb_dir.to_str().expect("utf-8")])
         .args([
             "serve",
             "--addr",
@@ -86,7 +88,8 @@ fn error_of(body: &str) -> Value {
 
 #[test]
 fn serves_the_openai_api_to_kbs_own_clients() {
-    let server = start();
+    let work = tempfile::tempdir().expect("tempdir");
+    let server = start(&work.path().join("no-kb-here"));
     let base = format!("{}/v1", server.url);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -202,6 +205,10 @@ fn serves_the_openai_api_to_kbs_own_clients() {
         assert_eq!(status, 404, "{body}");
         error_of(&body);
 
+        let (status, body) = post("/v1/kb/search", json!({"query": "models"}).to_string()).await;
+        assert_eq!(status, 404, "no knowledge base: {body}");
+        assert!(error_of(&body)["message"].as_str().is_some_and(|m| m.contains("kb ingest")));
+
         let (status, body) = get("/metrics", Some(KEY)).await;
         assert_eq!(status, 200);
         assert!(body.contains("kb_requests_total ") && body.contains("kb_tokens_generated_total "), "{body}");
@@ -227,4 +234,136 @@ fn serves_the_openai_api_to_kbs_own_clients() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn answers_from_the_knowledge_base_with_sources() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let kb_dir = work.path().join("kb");
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+    let ingest = Command::new(env!("CARGO_BIN_EXE_kb"))
+        .args([
+            "--kb",
+            kb_dir.to_str().expect("utf-8"),
+            "ingest",
+            docs.to_str().expect("utf-8"),
+        ])
+        .env_remove("KB_EMBEDDER")
+        .output()
+        .expect("ingest");
+    assert!(
+        ingest.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ingest.stderr)
+    );
+    let server = start(&kb_dir);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let post = |path: &str, body: Value| {
+            send(
+                &http,
+                reqwest::Method::POST,
+                format!("{}{path}", server.url),
+                Some(KEY),
+                Some(body.to_string()),
+            )
+        };
+
+        let (status, body) = post(
+            "/v1/kb/search",
+            json!({"query": "How are downloaded models verified?", "k": 3}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let found: Value = serde_json::from_str(&body).expect("json");
+        let results = found["results"].as_array().expect("results");
+        assert_eq!(results.len(), 3);
+        assert!(
+            results[0]["chunk"]["text"].is_string() && results[0]["score"].is_number(),
+            "{body}"
+        );
+        let (status, body) = post("/v1/kb/search", json!({"query": "x", "k": 0})).await;
+        assert_eq!(
+            (status, error_of(&body)["param"].clone()),
+            (400, json!("k"))
+        );
+        let (status, _) = post(
+            "/v1/kb/search",
+            json!({"query": "x", "filter": "no operator"}),
+        )
+        .await;
+        assert_eq!(status, 400);
+
+        let question = "How does kb verify the model files it downloads?";
+        let (status, body) = post(
+            "/v1/kb/ask",
+            json!({"question": question, "max_tokens": 48}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let answer: Value = serde_json::from_str(&body).expect("json");
+        assert!(
+            !answer["text"].as_str().unwrap_or("").trim().is_empty(),
+            "{answer}"
+        );
+        assert!(!answer["sources"].as_array().expect("sources").is_empty());
+
+        let (status, body) = post(
+            "/v1/kb/ask",
+            json!({"question": question, "max_tokens": 24, "stream": true}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let kinds: Vec<String> = body
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .filter(|d| *d != "[DONE]")
+            .map(|d| {
+                serde_json::from_str::<Value>(d).expect("event")["type"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            kinds.first().map(String::as_str),
+            Some("sources"),
+            "{kinds:?}"
+        );
+        assert_eq!(kinds.last().map(String::as_str), Some("done"), "{kinds:?}");
+        assert!(kinds.iter().any(|k| k == "token"), "{kinds:?}");
+        assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
+
+        // Any OpenAI chat client gets cited answers from the model `kb`.
+        let chat = kb_llm::OpenAiChat::builder(format!("{}/v1", server.url), "kb")
+            .api_key(Some(KEY.into()))
+            .build()
+            .expect("client");
+        let reply = chat
+            .chat(
+                &[Message::user(question)],
+                &GenerateOptions::default().max_tokens(48),
+            )
+            .await
+            .expect("chat");
+        assert!(!reply.message.content.trim().is_empty());
+        assert!(
+            reply.usage.prompt_tokens > 100,
+            "the prompt holds the retrieved context"
+        );
+        let (status, body) = send(
+            &http,
+            reqwest::Method::GET,
+            format!("{}/v1/models", server.url),
+            Some(KEY),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(body.contains("\"kb\""), "{body}");
+    });
 }

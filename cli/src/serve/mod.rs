@@ -3,6 +3,7 @@
 
 mod auth;
 mod error;
+mod kb;
 mod openai;
 
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ use kb_core::{ChatModel, Embedder};
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::commands::ask::chat_model;
+use crate::commands::ask::{chat_model, open_if_present};
 use crate::commands::embed::load_embedder;
 use crate::config::Config;
 use error::ApiError;
@@ -46,6 +47,7 @@ pub struct AppState {
     model_id: String,
     embedder: Option<Arc<dyn Embedder>>,
     embedder_id: Option<String>,
+    kb: Option<Arc<kb_retrievers::KnowledgeBase>>,
     api_key: Option<String>,
     gate: Arc<Semaphore>,
     queue: usize,
@@ -92,6 +94,8 @@ fn router(state: Arc<AppState>, max_body: usize) -> Router {
         .route("/v1/models", get(openai::models))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/embeddings", post(openai::embeddings))
+        .route("/v1/kb/search", post(kb::search))
+        .route("/v1/kb/ask", post(kb::ask))
         .fallback(|| async {
             ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,
@@ -153,12 +157,19 @@ pub fn run(config: &Config, request: ServeRequest) -> Result<()> {
         anyhow::bail!("--queue must be at least 1");
     }
     let model = chat_model(config, request.threads)?;
-    let embedder: Arc<dyn Embedder> = Arc::new(load_embedder(config)?);
+    let kb = open_if_present(config)?.map(Arc::new);
+    // The knowledge base's embedder serves /v1/embeddings too, when there is one.
+    let embedder: Arc<dyn Embedder> = match &kb {
+        Some(kb) => kb.embedder().clone(),
+        None => Arc::new(load_embedder(config)?),
+    };
+
     let state = Arc::new(AppState {
         model,
         model_id: model_id(&config.llm.value),
         embedder: Some(embedder),
         embedder_id: Some(model_id(&config.embedder.value)),
+        kb,
         api_key: request.api_key.filter(|k| !k.is_empty()),
         gate: Arc::new(Semaphore::new(request.queue)),
         queue: request.queue,
@@ -175,9 +186,14 @@ pub fn run(config: &Config, request: ServeRequest) -> Result<()> {
             .with_context(|| format!("binding {}", request.addr))?;
         let addr = listener.local_addr()?;
         println!(
-            "kb serve: listening on http://{addr} (model {}, embedder {}{})",
+            "kb serve: listening on http://{addr} (model {}, embedder {}, knowledge base {}{})",
             state.model_id,
             state.embedder_id.as_deref().unwrap_or("none"),
+            if state.kb.is_some() {
+                config.kb_dir.value.display().to_string()
+            } else {
+                "none".into()
+            },
             if state.api_key.is_some() {
                 ", API key required"
             } else {

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::{ApiError, ApiJson};
+use super::kb;
 
 /// Tokens generated when a request does not say.
 const DEFAULT_MAX_TOKENS: usize = 512;
@@ -227,6 +228,9 @@ pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
     ApiJson(mut request): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
+    if kb::is_kb_model(&request.model) {
+        return rag_completion(state, request).await;
+    }
     if !request.model.is_empty() && request.model != state.model_id && request.model != "default" {
         return Err(ApiError::not_found(format!(
             "the model {:?} is not served here; use {:?} (see /v1/models)",
@@ -303,8 +307,101 @@ pub async fn chat_completions(
     Ok(sse(stream::once(async move { vec![first] }).chain(body)).into_response())
 }
 
+/// The model `kb`: the last user message is answered from the knowledge
+/// base, citing `[n]`, with the cited sources listed after the answer.
+async fn rag_completion(
+    state: Arc<AppState>,
+    mut request: ChatRequest,
+) -> Result<Response, ApiError> {
+    let messages = request.messages()?;
+    let options = request.options(state.model.context_window())?;
+    let question = messages
+        .iter()
+        .rev()
+        .find(|m| m.role == Role::User)
+        .map(|m| m.content.clone())
+        .filter(|q| !q.trim().is_empty())
+        .ok_or_else(|| ApiError::invalid(Some("messages"), "there is no user message to answer"))?;
+    let chain = kb::chain(&state, 4, None, options.max_tokens)?;
+    let permit = state.admit()?;
+    let id = format!("chatcmpl-{}", state.next_id.fetch_add(1, Ordering::Relaxed));
+    let model_id = request.model.clone();
+    let pieces = kb::chat_pieces(chain.stream(&question).await?);
+    if !request.stream {
+        let mut text = String::new();
+        let mut done = None;
+        let mut pieces = Box::pin(pieces);
+        while let Some(piece) = pieces.next().await {
+            let (piece, answer) = piece?;
+            text.push_str(&piece);
+            done = done.or(answer);
+        }
+        drop(permit);
+        let answer = done.ok_or_else(|| {
+            ApiError::from(kb_core::Error::Model("the answer ended early".into()))
+        })?;
+        state
+            .metrics
+            .tokens
+            .fetch_add(answer.usage.completion_tokens as u64, Ordering::Relaxed);
+        return Ok(Json(json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": now(),
+            "model": model_id,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": finish_name(answer.finish_reason),
+            }],
+            "usage": usage_json(&answer.usage),
+        }))
+        .into_response());
+    }
+    let created = now();
+    let include_usage = request.stream_options.unwrap_or_default().include_usage;
+    let chunk = move |delta: Value, finish: Option<&str>| {
+        json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model_id,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        })
+    };
+    let first = chunk(json!({"role": "assistant", "content": ""}), None);
+    let body = pieces.map(move |piece| {
+        let _held = &permit;
+        match piece {
+            Ok((text, None)) => vec![chunk(json!({"content": text}), None)],
+            Ok((text, Some(answer))) => {
+                state
+                    .metrics
+                    .tokens
+                    .fetch_add(answer.usage.completion_tokens as u64, Ordering::Relaxed);
+                let mut last = vec![
+                    chunk(json!({"content": text}), None),
+                    chunk(json!({}), Some(finish_name(answer.finish_reason))),
+                ];
+                if include_usage {
+                    let mut usage_chunk = chunk(json!({}), None);
+                    usage_chunk["choices"] = json!([]);
+                    usage_chunk["usage"] = usage_json(&answer.usage);
+                    last.push(usage_chunk);
+                }
+                last
+            }
+            Err(e) => {
+                let error: ApiError = e.into();
+                vec![json!({"error": {"message": error.message, "type": error.kind}})]
+            }
+        }
+    });
+    Ok(sse(stream::once(async move { vec![first] }).chain(body)).into_response())
+}
+
 /// Server-sent events: one `data:` line per JSON value, then `data: [DONE]`.
-fn sse(
+pub(super) fn sse(
     values: impl Stream<Item = Vec<Value>> + Send + 'static,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let events = values

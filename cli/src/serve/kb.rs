@@ -1,0 +1,188 @@
+//! The knowledge-base routes: `POST /v1/kb/search` and `POST /v1/kb/ask`
+//! (whole or streamed), and RAG behind the chat API for the model `kb`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use futures::{Stream, StreamExt};
+use kb_chains::{Answer, AnswerEvent, AnswerStream, RagChain};
+use kb_core::{Filter, GenerateOptions};
+use kb_retrievers::{KnowledgeBase, SearchMode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::{ApiError, ApiJson};
+
+/// Most chunks one request may ask for.
+const MAX_K: usize = 50;
+
+/// Whether a chat request's `model` asks for answers from the knowledge base.
+pub fn is_kb_model(model: &str) -> bool {
+    model == "kb" || model.starts_with("kb:")
+}
+
+fn knowledge_base(state: &AppState) -> Result<&KnowledgeBase, ApiError> {
+    state.kb.as_deref().ok_or_else(|| {
+        ApiError::not_found(
+            "this server has no knowledge base: build one with `kb ingest` and restart `kb serve`",
+        )
+    })
+}
+
+fn filter(text: Option<&str>) -> Result<Option<Filter>, ApiError> {
+    text.map(|f| {
+        f.parse::<Filter>()
+            .map_err(|e| ApiError::invalid(Some("filter"), e.to_string()))
+    })
+    .transpose()
+}
+
+fn check_k(k: usize) -> Result<usize, ApiError> {
+    if k == 0 || k > MAX_K {
+        return Err(ApiError::invalid(
+            Some("k"),
+            format!("k must be 1 to {MAX_K}, not {k}"),
+        ));
+    }
+    Ok(k)
+}
+
+#[derive(Deserialize)]
+pub struct SearchRequest {
+    query: String,
+    #[serde(default = "default_search_k")]
+    k: usize,
+    #[serde(default)]
+    filter: Option<String>,
+    #[serde(default)]
+    mode: Option<String>,
+}
+
+fn default_search_k() -> usize {
+    5
+}
+
+pub async fn search(
+    State(state): State<Arc<AppState>>,
+    ApiJson(request): ApiJson<SearchRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let kb = knowledge_base(&state)?;
+    if request.query.trim().is_empty() {
+        return Err(ApiError::invalid(Some("query"), "the query is empty"));
+    }
+    let k = check_k(request.k)?;
+    let mode: SearchMode = match request.mode.as_deref() {
+        Some(m) => m
+            .parse()
+            .map_err(|e: kb_retrievers::Error| ApiError::invalid(Some("mode"), e.to_string()))?,
+        None => SearchMode::Hybrid,
+    };
+    let filter = filter(request.filter.as_deref())?;
+    let _permit = state.admit()?;
+    let hits = kb.search(&request.query, k, filter.as_ref(), mode).await?;
+    Ok(Json(json!({"query": request.query, "results": hits})))
+}
+
+#[derive(Deserialize)]
+pub struct AskRequest {
+    question: String,
+    #[serde(default = "default_ask_k")]
+    k: usize,
+    #[serde(default)]
+    filter: Option<String>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    max_tokens: Option<usize>,
+}
+
+fn default_ask_k() -> usize {
+    4
+}
+
+/// The RAG chain over the server's knowledge base.
+pub fn chain(
+    state: &AppState,
+    k: usize,
+    filter: Option<Filter>,
+    max_tokens: Option<usize>,
+) -> Result<RagChain, ApiError> {
+    let kb = knowledge_base(state)?;
+    let mut options = GenerateOptions::default().repetition_penalty(1.1);
+    if let Some(n) = max_tokens {
+        options = options.max_tokens(n);
+    }
+    options.validate().map_err(ApiError::from)?;
+    Ok(
+        RagChain::new(Arc::new(kb.retriever(filter)), state.model.clone())
+            .k(k)
+            .options(options),
+    )
+}
+
+pub async fn ask(
+    State(state): State<Arc<AppState>>,
+    ApiJson(request): ApiJson<AskRequest>,
+) -> Result<Response, ApiError> {
+    if request.question.trim().is_empty() {
+        return Err(ApiError::invalid(Some("question"), "the question is empty"));
+    }
+    let chain = chain(
+        &state,
+        check_k(request.k)?,
+        filter(request.filter.as_deref())?,
+        request.max_tokens,
+    )?;
+    let permit = state.admit()?;
+    let answer = chain.stream(&request.question).await?;
+    if !request.stream {
+        let answer = kb_chains::collect_answer(answer).await?;
+        drop(permit);
+        return Ok(Json(answer).into_response());
+    }
+    let events = answer.map(move |event| {
+        let _held = &permit;
+        match event {
+            Ok(AnswerEvent::Sources(sources)) => json!({"type": "sources", "sources": sources}),
+            Ok(AnswerEvent::Token(text)) => json!({"type": "token", "text": text}),
+            Ok(AnswerEvent::Done(answer)) => json!({"type": "done", "answer": answer}),
+            Err(e) => {
+                let error = ApiError::from(e);
+                json!({"type": "error", "error": {"message": error.message, "type": error.kind}})
+            }
+        }
+    });
+    Ok(super::openai::sse(events.map(|v| vec![v])).into_response())
+}
+
+/// An answer's text for a chat client: the answer, then the sources it
+/// cites, numbered as in the text.
+pub fn with_sources(answer: &Answer) -> String {
+    let cited: Vec<String> = answer
+        .sources
+        .iter()
+        .filter(|s| answer.cited.contains(&s.number))
+        .map(|s| format!("[{}] {}", s.number, s.source))
+        .collect();
+    if cited.is_empty() {
+        return String::new();
+    }
+    format!("\n\nSources:\n{}", cited.join("\n"))
+}
+
+/// The answer stream as chat text pieces: tokens, then the sources.
+pub fn chat_pieces(
+    answer: AnswerStream,
+) -> impl Stream<Item = kb_core::Result<(String, Option<Answer>)>> {
+    answer.filter_map(|event| async move {
+        match event {
+            Ok(AnswerEvent::Sources(_)) => None,
+            Ok(AnswerEvent::Token(text)) => Some(Ok((text, None))),
+            Ok(AnswerEvent::Done(answer)) => Some(Ok((with_sources(&answer), Some(*answer)))),
+            Err(e) => Some(Err(e)),
+        }
+    })
+}
