@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, stream};
 use kb_chains::{Answer, AnswerEvent, AnswerStream, RagChain};
 use kb_core::{Filter, GenerateOptions};
 use kb_retrievers::{KnowledgeBase, SearchMode};
@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::{ApiError, ApiJson};
+use super::openai::Piece;
 
 /// Most chunks one request may ask for.
 const MAX_K: usize = 50;
@@ -173,16 +174,28 @@ pub fn with_sources(answer: &Answer) -> String {
     format!("\n\nSources:\n{}", cited.join("\n"))
 }
 
-/// The answer stream as chat text pieces: tokens, then the sources.
+/// The answer stream as chat pieces: tokens, then the cited sources, then
+/// the end.
 pub fn chat_pieces(
     answer: AnswerStream,
-) -> impl Stream<Item = kb_core::Result<(String, Option<Answer>)>> {
-    answer.filter_map(|event| async move {
-        match event {
-            Ok(AnswerEvent::Sources(_)) => None,
-            Ok(AnswerEvent::Token(text)) => Some(Ok((text, None))),
-            Ok(AnswerEvent::Done(answer)) => Some(Ok((with_sources(&answer), Some(*answer)))),
-            Err(e) => Some(Err(e)),
-        }
-    })
+) -> impl Stream<Item = kb_core::Result<Piece>> + Send + 'static {
+    answer
+        .filter_map(|event| async move {
+            match event {
+                Ok(AnswerEvent::Sources(_)) => None,
+                Ok(AnswerEvent::Token(text)) => Some(Ok(vec![Piece::Text(text)])),
+                Ok(AnswerEvent::Done(answer)) => Some(Ok(vec![
+                    Piece::Text(with_sources(&answer)),
+                    Piece::End {
+                        usage: answer.usage,
+                        finish: answer.finish_reason,
+                    },
+                ])),
+                Err(e) => Some(Err(e)),
+            }
+        })
+        .flat_map(|pieces| match pieces {
+            Ok(pieces) => stream::iter(pieces.into_iter().map(Ok).collect::<Vec<_>>()),
+            Err(e) => stream::iter(vec![Err(e)]),
+        })
 }

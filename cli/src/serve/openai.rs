@@ -228,70 +228,156 @@ pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
     ApiJson(mut request): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
-    if kb::is_kb_model(&request.model) {
-        return rag_completion(state, request).await;
-    }
-    if !request.model.is_empty() && request.model != state.model_id && request.model != "default" {
+    let rag = kb::is_kb_model(&request.model);
+    if !rag
+        && !request.model.is_empty()
+        && request.model != state.model_id
+        && request.model != "default"
+    {
         return Err(ApiError::not_found(format!(
-            "the model {:?} is not served here; use {:?} (see /v1/models)",
+            "the model {:?} is not served here; use {:?} or \"kb\" (see /v1/models)",
             request.model, state.model_id
         )));
     }
     let messages = request.messages()?;
     let options = request.options(state.model.context_window())?;
-    let permit = state.admit()?;
-    let id = format!("chatcmpl-{}", state.next_id.fetch_add(1, Ordering::Relaxed));
-    let model_id = state.model_id.clone();
-    if !request.stream {
-        let response = state.model.chat(&messages, &options).await?;
-        drop(permit);
-        state
+    let model_id = if request.model.is_empty() {
+        state.model_id.clone()
+    } else {
+        request.model.clone()
+    };
+    let pieces: Pieces = if rag {
+        // The model `kb`: the last user message is answered from the
+        // knowledge base, citing [n], with the cited sources after it.
+        let question = messages
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::User)
+            .map(|m| m.content.clone())
+            .filter(|q| !q.trim().is_empty())
+            .ok_or_else(|| {
+                ApiError::invalid(Some("messages"), "there is no user message to answer")
+            })?;
+        let chain = kb::chain(&state, 4, None, options.max_tokens)?;
+        let permit = state.admit()?;
+        Box::pin(held(
+            kb::chat_pieces(chain.stream(&question).await?),
+            permit,
+        ))
+    } else {
+        let permit = state.admit()?;
+        let events = state.model.stream(&messages, &options).await?;
+        Box::pin(held(
+            events.filter_map(|event| async move {
+                match event {
+                    Ok(ChatEvent::Token(text)) => Some(Ok(Piece::Text(text))),
+                    Ok(ChatEvent::ToolCall(_)) => None,
+                    Ok(ChatEvent::Done { usage, finish, .. }) => {
+                        Some(Ok(Piece::End { usage, finish }))
+                    }
+                    Err(e) => Some(Err(e)),
+                }
+            }),
+            permit,
+        ))
+    };
+    let reply = Reply {
+        id: format!("chatcmpl-{}", state.next_id.fetch_add(1, Ordering::Relaxed)),
+        created: now(),
+        model: model_id,
+        state: state.clone(),
+    };
+    if request.stream {
+        let include_usage = request.stream_options.unwrap_or_default().include_usage;
+        Ok(reply.stream(pieces, include_usage))
+    } else {
+        reply.whole(pieces).await
+    }
+}
+
+/// A piece of a chat answer: text, then the end.
+pub enum Piece {
+    Text(String),
+    End { usage: Usage, finish: FinishReason },
+}
+
+type Pieces = std::pin::Pin<Box<dyn Stream<Item = kb_core::Result<Piece>> + Send>>;
+
+/// `pieces`, holding `permit` (a place in the queue) until they end or are
+/// dropped.
+fn held(
+    pieces: impl Stream<Item = kb_core::Result<Piece>> + Send + 'static,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> impl Stream<Item = kb_core::Result<Piece>> + Send + 'static {
+    pieces.map(move |piece| {
+        let _held = &permit;
+        piece
+    })
+}
+
+/// One chat completion's identity, and the server's counters.
+struct Reply {
+    id: String,
+    created: u64,
+    model: String,
+    state: Arc<AppState>,
+}
+
+impl Reply {
+    fn count(&self, usage: &Usage) {
+        self.state
             .metrics
             .tokens
-            .fetch_add(response.usage.completion_tokens as u64, Ordering::Relaxed);
-        return Ok(Json(json!({
-            "id": id,
-            "object": "chat.completion",
-            "created": now(),
-            "model": model_id,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": response.message.content},
-                "finish_reason": finish_name(response.finish_reason),
-            }],
-            "usage": usage_json(&response.usage),
-        }))
-        .into_response());
+            .fetch_add(usage.completion_tokens as u64, Ordering::Relaxed);
     }
-    let include_usage = request.stream_options.unwrap_or_default().include_usage;
-    let events = state.model.stream(&messages, &options).await?;
-    let created = now();
-    let chunk = move |delta: Value, finish: Option<&str>| {
+
+    /// The whole answer as one `chat.completion` object.
+    async fn whole(self, mut pieces: Pieces) -> Result<Response, ApiError> {
+        let mut text = String::new();
+        while let Some(piece) = pieces.next().await {
+            match piece? {
+                Piece::Text(t) => text.push_str(&t),
+                Piece::End { usage, finish } => {
+                    self.count(&usage);
+                    return Ok(Json(json!({
+                        "id": self.id,
+                        "object": "chat.completion",
+                        "created": self.created,
+                        "model": self.model,
+                        "choices": [{
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": finish_name(finish),
+                        }],
+                        "usage": usage_json(&usage),
+                    }))
+                    .into_response());
+                }
+            }
+        }
+        Err(kb_core::Error::Model("the answer ended early".into()).into())
+    }
+
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Value {
         json!({
-            "id": id,
+            "id": self.id,
             "object": "chat.completion.chunk",
-            "created": created,
-            "model": model_id,
+            "created": self.created,
+            "model": self.model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
         })
-    };
-    let first = chunk(json!({"role": "assistant", "content": ""}), None);
-    let metrics = state.clone();
-    // The permit lives as long as the stream: a client that goes away frees
-    // the slot, and dropping the model's stream cancels the generation.
-    let body = events.map(move |event| {
-        let _held = &permit;
-        match event {
-            Ok(ChatEvent::Token(text)) => vec![chunk(json!({"content": text}), None)],
-            Ok(ChatEvent::ToolCall(_)) => Vec::new(),
-            Ok(ChatEvent::Done { usage, finish, .. }) => {
-                metrics
-                    .metrics
-                    .tokens
-                    .fetch_add(usage.completion_tokens as u64, Ordering::Relaxed);
-                let mut last = vec![chunk(json!({}), Some(finish_name(finish)))];
+    }
+
+    /// The answer as server-sent `chat.completion.chunk`s.
+    fn stream(self, pieces: Pieces, include_usage: bool) -> Response {
+        let first = self.chunk(json!({"role": "assistant", "content": ""}), None);
+        let body = pieces.map(move |piece| match piece {
+            Ok(Piece::Text(text)) => vec![self.chunk(json!({"content": text}), None)],
+            Ok(Piece::End { usage, finish }) => {
+                self.count(&usage);
+                let mut last = vec![self.chunk(json!({}), Some(finish_name(finish)))];
                 if include_usage {
-                    let mut usage_chunk = chunk(json!({}), None);
+                    let mut usage_chunk = self.chunk(json!({}), None);
                     usage_chunk["choices"] = json!([]);
                     usage_chunk["usage"] = usage_json(&usage);
                     last.push(usage_chunk);
@@ -302,102 +388,9 @@ pub async fn chat_completions(
                 let error: ApiError = e.into();
                 vec![json!({"error": {"message": error.message, "type": error.kind}})]
             }
-        }
-    });
-    Ok(sse(stream::once(async move { vec![first] }).chain(body)).into_response())
-}
-
-/// The model `kb`: the last user message is answered from the knowledge
-/// base, citing `[n]`, with the cited sources listed after the answer.
-async fn rag_completion(
-    state: Arc<AppState>,
-    mut request: ChatRequest,
-) -> Result<Response, ApiError> {
-    let messages = request.messages()?;
-    let options = request.options(state.model.context_window())?;
-    let question = messages
-        .iter()
-        .rev()
-        .find(|m| m.role == Role::User)
-        .map(|m| m.content.clone())
-        .filter(|q| !q.trim().is_empty())
-        .ok_or_else(|| ApiError::invalid(Some("messages"), "there is no user message to answer"))?;
-    let chain = kb::chain(&state, 4, None, options.max_tokens)?;
-    let permit = state.admit()?;
-    let id = format!("chatcmpl-{}", state.next_id.fetch_add(1, Ordering::Relaxed));
-    let model_id = request.model.clone();
-    let pieces = kb::chat_pieces(chain.stream(&question).await?);
-    if !request.stream {
-        let mut text = String::new();
-        let mut done = None;
-        let mut pieces = Box::pin(pieces);
-        while let Some(piece) = pieces.next().await {
-            let (piece, answer) = piece?;
-            text.push_str(&piece);
-            done = done.or(answer);
-        }
-        drop(permit);
-        let answer = done.ok_or_else(|| {
-            ApiError::from(kb_core::Error::Model("the answer ended early".into()))
-        })?;
-        state
-            .metrics
-            .tokens
-            .fetch_add(answer.usage.completion_tokens as u64, Ordering::Relaxed);
-        return Ok(Json(json!({
-            "id": id,
-            "object": "chat.completion",
-            "created": now(),
-            "model": model_id,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": finish_name(answer.finish_reason),
-            }],
-            "usage": usage_json(&answer.usage),
-        }))
-        .into_response());
+        });
+        sse(stream::once(async move { vec![first] }).chain(body)).into_response()
     }
-    let created = now();
-    let include_usage = request.stream_options.unwrap_or_default().include_usage;
-    let chunk = move |delta: Value, finish: Option<&str>| {
-        json!({
-            "id": id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model_id,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        })
-    };
-    let first = chunk(json!({"role": "assistant", "content": ""}), None);
-    let body = pieces.map(move |piece| {
-        let _held = &permit;
-        match piece {
-            Ok((text, None)) => vec![chunk(json!({"content": text}), None)],
-            Ok((text, Some(answer))) => {
-                state
-                    .metrics
-                    .tokens
-                    .fetch_add(answer.usage.completion_tokens as u64, Ordering::Relaxed);
-                let mut last = vec![
-                    chunk(json!({"content": text}), None),
-                    chunk(json!({}), Some(finish_name(answer.finish_reason))),
-                ];
-                if include_usage {
-                    let mut usage_chunk = chunk(json!({}), None);
-                    usage_chunk["choices"] = json!([]);
-                    usage_chunk["usage"] = usage_json(&answer.usage);
-                    last.push(usage_chunk);
-                }
-                last
-            }
-            Err(e) => {
-                let error: ApiError = e.into();
-                vec![json!({"error": {"message": error.message, "type": error.kind}})]
-            }
-        }
-    });
-    Ok(sse(stream::once(async move { vec![first] }).chain(body)).into_response())
 }
 
 /// Server-sent events: one `data:` line per JSON value, then `data: [DONE]`.
