@@ -315,6 +315,10 @@ Examples:
         #[arg(long, default_value_t = 16, value_name = "N")]
         queue: usize,
 
+        /// Seconds a request may take before its response begins (then 504)
+        #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
+        timeout: f64,
+
         /// Inference threads [env: KB_THREADS] [default: all cores]
         #[arg(long, value_name = "N")]
         threads: Option<usize>,

@@ -144,6 +144,7 @@ fn run(cli: Cli) -> Result<()> {
             api_key,
             max_body,
             queue,
+            timeout,
             threads,
         } => serve::run(
             &config,
@@ -152,6 +153,12 @@ fn run(cli: Cli) -> Result<()> {
                 api_key,
                 max_body,
                 queue,
+                timeout: std::time::Duration::try_from_secs_f64(timeout)
+                    .ok()
+                    .filter(|t| !t.is_zero())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("--timeout must be a positive number of seconds")
+                    })?,
                 threads,
             },
         ),

@@ -28,6 +28,10 @@ impl Drop for Server {
 }
 
 fn start(kb_dir: &Path) -> Server {
+    start_with(kb_dir, &[])
+}
+
+fn start_with(kb_dir: &Path, extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kb"))
         .args(["--kb", kb_dir.to_str().expect("utf-8")])
         .args([
@@ -39,6 +43,7 @@ fn start(kb_dir: &Path) -> Server {
             "--threads",
             "2",
         ])
+        .args(extra)
         .env("KB_API_KEY", KEY)
         .env_remove("KB_LLM")
         .env_remove("KB_EMBEDDER")
@@ -365,5 +370,31 @@ fn answers_from_the_knowledge_base_with_sources() {
         .await;
         assert_eq!(status, 200);
         assert!(body.contains("\"kb\""), "{body}");
+    });
+}
+
+#[test]
+fn a_slow_request_gets_a_json_504() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let server = start_with(&work.path().join("none"), &["--timeout", "0.05"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let body = json!({"messages": [{"role": "user", "content": "Write a long story."}], "max_tokens": 400});
+        let (status, body) = send(
+            &http,
+            reqwest::Method::POST,
+            format!("{}/v1/chat/completions", server.url),
+            Some(KEY),
+            Some(body.to_string()),
+        )
+        .await;
+        assert_eq!(status, 504, "{body}");
+        assert!(error_of(&body)["message"].as_str().is_some_and(|m| m.contains("--timeout")));
+        let (status, _) = send(&http, reqwest::Method::GET, format!("{}/healthz", server.url), None, None).await;
+        assert_eq!(status, 200, "the server lives on");
     });
 }

@@ -31,6 +31,7 @@ pub struct ServeRequest {
     pub api_key: Option<String>,
     pub max_body: usize,
     pub queue: usize,
+    pub timeout: std::time::Duration,
     pub threads: Option<usize>,
 }
 
@@ -49,6 +50,7 @@ pub struct AppState {
     embedder_id: Option<String>,
     kb: Option<Arc<kb_retrievers::KnowledgeBase>>,
     api_key: Option<String>,
+    timeout: std::time::Duration,
     gate: Arc<Semaphore>,
     queue: usize,
     next_id: AtomicU64,
@@ -104,12 +106,34 @@ fn router(state: Arc<AppState>, max_body: usize) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(state.clone(), deadline))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)
+}
+
+/// Answers 504 when a request has not begun its response within the
+/// timeout; dropping it stops its generation. A stream that has begun runs
+/// on (its client decides when to stop).
+async fn deadline(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(state.timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            use axum::response::IntoResponse;
+            ApiError::new(
+                axum::http::StatusCode::GATEWAY_TIMEOUT,
+                "server_error",
+                format!(
+                    "no answer within {} s (--timeout); ask for fewer tokens or stream",
+                    state.timeout.as_secs_f64()
+                ),
+            )
+            .into_response()
+        }
+    }
 }
 
 async fn count(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
@@ -171,6 +195,7 @@ pub fn run(config: &Config, request: ServeRequest) -> Result<()> {
         embedder_id: Some(model_id(&config.embedder.value)),
         kb,
         api_key: request.api_key.filter(|k| !k.is_empty()),
+        timeout: request.timeout,
         gate: Arc::new(Semaphore::new(request.queue)),
         queue: request.queue,
         next_id: AtomicU64::new(1),
