@@ -23,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
     let kb = KnowledgeBase::open(dir.path(), Arc::new(embedder), Access::Write)?;
     kb.ingest(&[folder.into()], &IngestOptions::default(), &mut |_| {})
         .await?;
-    let model = kb::llm::open(DEFAULT_LLM, &Default::default())?;
+    let model = kb::llm::open(DEFAULT_LLM, &cache, &Default::default())?;
     let mut answer = RagChain::new(Arc::new(kb.retriever(None)), model)
         .stream(&question)
         .await?;

@@ -246,41 +246,7 @@ Examples:
   kb agent --files docs --max-steps 5 \"Which file documents kb chat?\"
   kb agent --json \"What is 17% of 2350?\" | jq -c 'select(.type == \"tool_call\")'
   kb agent --model http://localhost:11434/v1#qwen2.5:3b \"Compare BM25 and vectors\"")]
-    Agent {
-        /// The task; `-` or none reads it from standard input
-        task: Option<String>,
-
-        /// Most model calls
-        #[arg(long, default_value_t = 8, value_name = "N")]
-        max_steps: usize,
-
-        /// Most tokens generated over the whole run
-        #[arg(long, default_value_t = 2048, value_name = "N")]
-        token_budget: usize,
-
-        /// Let the agent read files under DIR (and nowhere else)
-        #[arg(long, value_name = "DIR")]
-        files: Option<PathBuf>,
-
-        /// Passages per knowledge-base search
-        #[arg(short, default_value_t = 3)]
-        k: usize,
-
-        /// How tools are called: auto, guided, text or native
-        #[arg(long, default_value = "auto", value_name = "MODE")]
-        protocol: String,
-
-        /// The model for this command: catalog name, GGUF file or server URL (overrides --llm)
-        #[arg(long, value_name = "NAME|PATH|URL")]
-        model: Option<String>,
-
-        /// Print every step as a JSON line (tokens left out); the last line is the outcome
-        #[arg(long)]
-        json: bool,
-
-        #[command(flatten)]
-        decoding: DecodingArgs,
-    },
+    Agent(AgentArgs),
 
     /// Serve the models over an OpenAI-compatible HTTP API
     ///
@@ -298,31 +264,7 @@ Examples:
   KB_API_KEY=s3cret kb serve --addr 0.0.0.0:8080
   curl -s localhost:8080/v1/chat/completions -H 'content-type: application/json' \\
        -d '{\"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'")]
-    Serve {
-        /// Address to listen on (port 0 picks a free one)
-        #[arg(long, default_value = "127.0.0.1:8080", value_name = "HOST:PORT")]
-        addr: std::net::SocketAddr,
-
-        /// Require this bearer token on every route but /healthz
-        #[arg(long, env = "KB_API_KEY", hide_env_values = true, value_name = "KEY")]
-        api_key: Option<String>,
-
-        /// Largest request body accepted, in bytes
-        #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
-        max_body: usize,
-
-        /// Requests that may hold or wait for the models at once
-        #[arg(long, default_value_t = 16, value_name = "N")]
-        queue: usize,
-
-        /// Seconds a request may take before its response begins (then 504)
-        #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
-        timeout: f64,
-
-        /// Inference threads [env: KB_THREADS] [default: all cores]
-        #[arg(long, value_name = "N")]
-        threads: Option<usize>,
-    },
+    Serve(ServeArgs),
 
     /// Print the embedding vectors of texts, for inspection and scripts
     ///
@@ -658,6 +600,72 @@ pub enum ConfigCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `kb agent`'s arguments.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The task; `-` or none reads it from standard input
+    pub task: Option<String>,
+
+    /// Most model calls
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub max_steps: usize,
+
+    /// Most tokens generated over the whole run
+    #[arg(long, default_value_t = 2048, value_name = "N")]
+    pub token_budget: usize,
+
+    /// Let the agent read files under DIR (and nowhere else)
+    #[arg(long, value_name = "DIR")]
+    pub files: Option<PathBuf>,
+
+    /// Passages per knowledge-base search
+    #[arg(short, default_value_t = 3)]
+    pub k: usize,
+
+    /// How tools are called: auto, guided, text or native
+    #[arg(long, default_value = "auto", value_name = "MODE")]
+    pub protocol: String,
+
+    /// The model for this command: catalog name, GGUF file or server URL (overrides --llm)
+    #[arg(long, value_name = "NAME|PATH|URL")]
+    pub model: Option<String>,
+
+    /// Print every step as a JSON line (tokens left out); the last line is the outcome
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub decoding: DecodingArgs,
+}
+
+/// `kb serve`'s arguments.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free one)
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "HOST:PORT")]
+    pub addr: std::net::SocketAddr,
+
+    /// Require this bearer token on every route but /healthz
+    #[arg(long, env = "KB_API_KEY", hide_env_values = true, value_name = "KEY")]
+    pub api_key: Option<String>,
+
+    /// Largest request body accepted, in bytes
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+    pub max_body: usize,
+
+    /// Requests that may hold or wait for the models at once
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub queue: usize,
+
+    /// Seconds a request may take before its response begins (then 504)
+    #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
+    pub timeout: f64,
+
+    /// Inference threads [env: KB_THREADS] [default: all cores]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 #[cfg(test)]

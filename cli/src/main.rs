@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Parser;
 
-use crate::args::{Cli, Command, ConfigCommand, EvalCommand, ModelsCommand};
+use crate::args::{AgentArgs, Cli, Command, ConfigCommand, EvalCommand, ModelsCommand};
 use crate::config::{Config, Layer};
 
 fn main() -> ExitCode {
@@ -52,9 +52,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(EvalCommand::Answers { rag, .. }) if rag.model.is_some() => {
             flags.llm = rag.model.clone();
         }
-        Command::Agent {
+        Command::Agent(AgentArgs {
             model: Some(model), ..
-        } => flags.llm = Some(model.clone()),
+        }) => flags.llm = Some(model.clone()),
         _ => {}
     }
     let config = Config::load(flags, env, config_file)?;
@@ -139,53 +139,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Chat { rag, history } => {
             commands::ask::chat(&config, &rag, history, cli.global.verbose > 0, &mut out)
         }
-        Command::Serve {
-            addr,
-            api_key,
-            max_body,
-            queue,
-            timeout,
-            threads,
-        } => serve::run(
-            &config,
-            serve::ServeRequest {
-                addr,
-                api_key,
-                max_body,
-                queue,
-                timeout: std::time::Duration::try_from_secs_f64(timeout)
-                    .ok()
-                    .filter(|t| !t.is_zero())
-                    .ok_or_else(|| {
-                        anyhow::anyhow!("--timeout must be a positive number of seconds")
-                    })?,
-                threads,
-            },
-        ),
-        Command::Agent {
-            task,
-            max_steps,
-            token_budget,
-            files,
-            k,
-            protocol,
-            json,
-            decoding,
-            ..
-        } => commands::agent::run(
-            &config,
-            &commands::agent::AgentRequest {
-                task,
-                max_steps,
-                token_budget,
-                files,
-                k,
-                protocol,
-                json,
-                decoding,
-            },
-            &mut out,
-        ),
+        Command::Serve(args) => serve::run(&config, &args),
+        Command::Agent(args) => commands::agent::run(&config, &args, &mut out),
     }?;
     out.flush()?;
     Ok(())

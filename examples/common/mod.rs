@@ -74,8 +74,12 @@ impl Args {
 
     /// The chat model `--model` names.
     pub(crate) fn chat_model(&self) -> Result<Arc<dyn ChatModel>> {
-        kb::llm::open(&self.model, &kb::llm::LoadOptions::default())
-            .with_context(|| format!("opening the chat model {:?}", self.model))
+        kb::llm::open(
+            &self.model,
+            &ModelCache::from_env()?,
+            &kb::llm::LoadOptions::default(),
+        )
+        .with_context(|| format!("opening the chat model {:?}", self.model))
     }
 }
 

@@ -28,18 +28,25 @@ pub fn remote(spec: &str) -> kb_core::Result<crate::OpenAiChat> {
 }
 
 /// Opens the chat model `spec` names: a server URL (see [`remote`]), a GGUF
-/// file's path, or a model name from the catalog installed in the model
-/// cache (`kb models fetch`). Loading a local model blocks: call it before
+/// file's path, or a model name from the catalog installed in `cache`
+/// (`kb models fetch`). Loading a local model blocks: call it before
 /// serving or on a blocking thread.
 ///
 /// ```no_run
 /// # fn demo() -> kb_core::Result<()> {
-/// let model = kb_llm::open("smollm2-135m-instruct", &kb_llm::LoadOptions::default())?;
-/// let remote = kb_llm::open("http://localhost:8080/v1#qwen2.5", &kb_llm::LoadOptions::default())?;
+/// use kb_core::models::ModelCache;
+/// let cache = ModelCache::from_env()?;
+/// let options = kb_llm::LoadOptions::default();
+/// let model = kb_llm::open("smollm2-135m-instruct", &cache, &options)?;
+/// let remote = kb_llm::open("http://localhost:8080/v1#qwen2.5", &cache, &options)?;
 /// # Ok(())
 /// # }
 /// ```
-pub fn open(spec: &str, options: &LoadOptions) -> kb_core::Result<Arc<dyn ChatModel>> {
+pub fn open(
+    spec: &str,
+    cache: &ModelCache,
+    options: &LoadOptions,
+) -> kb_core::Result<Arc<dyn ChatModel>> {
     if is_remote(spec) {
         #[cfg(feature = "remote")]
         return Ok(Arc::new(remote(spec)?));
@@ -48,7 +55,7 @@ pub fn open(spec: &str, options: &LoadOptions) -> kb_core::Result<Arc<dyn ChatMo
             "remote models need kb-llm's `remote` feature".into(),
         ));
     }
-    let path = ModelCache::from_env()?.resolve(spec)?;
+    let path = cache.resolve(spec)?;
     let model = GgufModel::load(&path, options)?;
     Ok(Arc::new(LocalLlm::new(model)?))
 }

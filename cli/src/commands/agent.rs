@@ -2,30 +2,17 @@
 //! when asked, files.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use kb_agents::tools::{Calculator, KbSearch, ReadFile, Toolbox};
 use kb_agents::{AgentEvent, AgentOutcome, ReActAgent, ToolMode};
 
-use crate::args::{ANSWER_REPEAT_PENALTY, DecodingArgs};
+use crate::args::{ANSWER_REPEAT_PENALTY, AgentArgs};
 use crate::commands::argument_or_stdin;
 use crate::commands::ask::{chat_model, open_if_present};
 use crate::commands::kb::runtime;
 use crate::config::Config;
-
-/// What `kb agent` was asked.
-pub struct AgentRequest {
-    pub task: Option<String>,
-    pub max_steps: usize,
-    pub token_budget: usize,
-    pub files: Option<PathBuf>,
-    pub k: usize,
-    pub protocol: String,
-    pub json: bool,
-    pub decoding: DecodingArgs,
-}
 
 fn protocol(name: &str) -> Result<ToolMode> {
     Ok(match name {
@@ -38,7 +25,7 @@ fn protocol(name: &str) -> Result<ToolMode> {
 }
 
 /// Runs the agent on the task, printing each step as it happens.
-pub fn run(config: &Config, request: &AgentRequest, out: &mut impl Write) -> Result<()> {
+pub fn run(config: &Config, request: &AgentArgs, out: &mut impl Write) -> Result<()> {
     let task = argument_or_stdin(request.task.as_deref(), "task")?
         .trim()
         .to_string();

@@ -11,22 +11,20 @@ use kb_chains::{
     WindowMemory,
 };
 use kb_core::{ChatEvent, ChatModel, GenerateOptions, Message};
-use kb_llm::LocalLlm;
 use kb_retrievers::{Access, KnowledgeBase};
 use serde::Serialize;
 
 use crate::args::RagArgs;
 use crate::commands::argument_or_stdin;
-use crate::commands::generate::{is_remote, load_local, remote_model};
+use crate::commands::generate::load_options;
 use crate::commands::kb::{open, parse_filter, runtime};
 use crate::config::Config;
 
 /// The configured chat model, local or remote.
 pub fn chat_model(config: &Config, threads: Option<usize>) -> Result<Arc<dyn ChatModel>> {
-    if is_remote(&config.llm.value) {
-        return Ok(Arc::new(remote_model(&config.llm.value)?));
-    }
-    Ok(Arc::new(LocalLlm::new(load_local(config, threads)?)?))
+    let spec = &config.llm.value;
+    kb_llm::open(spec, &config.model_cache(), &load_options(threads)?)
+        .with_context(|| format!("opening the chat model {spec}"))
 }
 
 /// The knowledge base, or `None` (with a hint on stderr) when there is none

@@ -36,14 +36,20 @@ pub fn remote_model(llm: &str) -> Result<OpenAiChat> {
     Ok(kb_llm::remote(llm)?)
 }
 
-/// Loads the configured local model.
-pub fn load_local(config: &Config, threads: Option<usize>) -> Result<GgufModel> {
-    let path = config.model_cache().resolve(&config.llm.value)?;
+/// How local models are loaded: `KB_PROMPT_WEIGHTS`, and `threads` or
+/// else `KB_THREADS`.
+pub fn load_options(threads: Option<usize>) -> Result<LoadOptions> {
     let mut options = LoadOptions::default().dense_prompt_weights(dense_prompt_weights()?);
     if let Some(threads) = threads.or_else(threads_from_env) {
         options = options.threads(threads);
     }
-    GgufModel::load(&path, &options)
+    Ok(options)
+}
+
+/// Loads the configured local model.
+pub fn load_local(config: &Config, threads: Option<usize>) -> Result<GgufModel> {
+    let path = config.model_cache().resolve(&config.llm.value)?;
+    GgufModel::load(&path, &load_options(threads)?)
         .with_context(|| format!("loading the chat model from {}", path.display()))
 }
 

@@ -6,7 +6,6 @@ mod error;
 mod kb;
 mod openai;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -20,20 +19,11 @@ use kb_core::{ChatModel, Embedder};
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::args::ServeArgs;
 use crate::commands::ask::{chat_model, open_if_present};
 use crate::commands::embed::load_embedder;
 use crate::config::Config;
 use error::ApiError;
-
-/// What `kb serve` was asked.
-pub struct ServeRequest {
-    pub addr: SocketAddr,
-    pub api_key: Option<String>,
-    pub max_body: usize,
-    pub queue: usize,
-    pub timeout: std::time::Duration,
-    pub threads: Option<usize>,
-}
 
 /// Counters for `/metrics`.
 #[derive(Default)]
@@ -176,10 +166,14 @@ async fn shutdown() {
 }
 
 /// Loads the models, binds `request.addr` and serves until Ctrl-C or SIGTERM.
-pub fn run(config: &Config, request: ServeRequest) -> Result<()> {
+pub fn run(config: &Config, request: &ServeArgs) -> Result<()> {
     if request.queue == 0 {
         anyhow::bail!("--queue must be at least 1");
     }
+    let timeout = std::time::Duration::try_from_secs_f64(request.timeout)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .context("--timeout must be a positive number of seconds")?;
     let model = chat_model(config, request.threads)?;
     let kb = open_if_present(config)?.map(Arc::new);
     // The knowledge base's embedder serves /v1/embeddings too, when there is one.
@@ -194,8 +188,8 @@ pub fn run(config: &Config, request: ServeRequest) -> Result<()> {
         embedder: Some(embedder),
         embedder_id: Some(model_id(&config.embedder.value)),
         kb,
-        api_key: request.api_key.filter(|k| !k.is_empty()),
-        timeout: request.timeout,
+        api_key: request.api_key.clone().filter(|k| !k.is_empty()),
+        timeout,
         gate: Arc::new(Semaphore::new(request.queue)),
         queue: request.queue,
         next_id: AtomicU64::new(1),
