@@ -655,6 +655,15 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
     pub max_body: usize,
 
+    /// Largest document upload accepted, in bytes
+    #[arg(long, default_value_t = 20 << 20, value_name = "BYTES")]
+    pub max_upload: usize,
+
+    /// Serve the knowledge base without uploads or deletions, sharing it
+    /// with other kb processes (a writable server holds it alone)
+    #[arg(long)]
+    pub read_only: bool,
+
     /// Requests that may hold or wait for the models at once
     #[arg(long, default_value_t = 16, value_name = "N")]
     pub queue: usize,

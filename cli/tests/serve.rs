@@ -3,66 +3,17 @@
 //! format, SSE framing, auth, body limits, malformed requests, metrics and
 //! a graceful stop on SIGTERM.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use common::{KEY, start, start_with};
 
 use futures::StreamExt;
 use kb_core::{ChatEvent, ChatModel, Embedder, GenerateOptions, Message};
 use serde_json::{Value, json};
-
-const KEY: &str = "s3cret-key";
-
-/// A running `kb serve`, stopped when dropped.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(kb_dir: &Path) -> Server {
-    start_with(kb_dir, &[])
-}
-
-fn start_with(kb_dir: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kb"))
-        .args(["--kb", kb_dir.to_str().expect("utf-8")])
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--max-body",
-            "4096",
-            "--threads",
-            "2",
-        ])
-        .args(extra)
-        .env("KB_API_KEY", KEY)
-        .env_remove("KB_LLM")
-        .env_remove("KB_EMBEDDER")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start kb serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("first line");
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
-    Server { child, url }
-}
 
 async fn send(
     client: &reqwest::Client,
@@ -212,7 +163,7 @@ fn serves_the_openai_api_to_kbs_own_clients() {
 
         let (status, body) = post("/v1/kb/search", json!({"query": "models"}).to_string()).await;
         assert_eq!(status, 404, "no knowledge base: {body}");
-        assert!(error_of(&body)["message"].as_str().is_some_and(|m| m.contains("kb ingest")));
+        assert!(error_of(&body)["message"].as_str().is_some_and(|m| m.contains("upload documents")));
 
         let (status, body) = get("/metrics", Some(KEY)).await;
         assert_eq!(status, 200);
@@ -360,6 +311,20 @@ fn answers_from_the_knowledge_base_with_sources() {
             reply.usage.prompt_tokens > 100,
             "the prompt holds the retrieved context"
         );
+        // A follow-up: the earlier turn makes it standalone before retrieval.
+        let follow_up = chat
+            .chat(
+                &[
+                    Message::user(question),
+                    Message::assistant(reply.message.content.clone()),
+                    Message::user("And where are they kept afterwards?"),
+                ],
+                &GenerateOptions::default().max_tokens(32),
+            )
+            .await
+            .expect("follow-up");
+        assert!(!follow_up.message.content.trim().is_empty());
+        assert!(follow_up.usage.prompt_tokens > 100);
         let (status, body) = send(
             &http,
             reqwest::Method::GET,
@@ -396,5 +361,203 @@ fn a_slow_request_gets_a_json_504() {
         assert!(error_of(&body)["message"].as_str().is_some_and(|m| m.contains("--timeout")));
         let (status, _) = send(&http, reqwest::Method::GET, format!("{}/healthz", server.url), None, None).await;
         assert_eq!(status, 200, "the server lives on");
+    });
+}
+
+/// A multipart upload of `(file name, content)` pairs.
+async fn upload(http: &reqwest::Client, url: &str, files: &[(&str, &str)]) -> (u16, String) {
+    let mut form = reqwest::multipart::Form::new();
+    for (name, content) in files {
+        form = form.part(
+            "file",
+            reqwest::multipart::Part::text(content.to_string()).file_name(name.to_string()),
+        );
+    }
+    let response = http
+        .post(format!("{url}/v1/kb/documents"))
+        .bearer_auth(KEY)
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
+}
+
+const OTTERS: &str =
+    "# Otters\n\nSea otters hold hands while they sleep so that they do not drift apart.\n";
+
+#[test]
+fn documents_are_uploaded_listed_and_deleted() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let kb_dir = work.path().join("kb");
+    let server = start_with(&kb_dir, &["--max-upload", "65536"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let url = server.url.clone();
+        let list = || async {
+            let (status, body) = send(
+                &http,
+                reqwest::Method::GET,
+                format!("{url}/v1/kb/documents"),
+                Some(KEY),
+                None,
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            serde_json::from_str::<Value>(&body).expect("json")["data"]
+                .as_array()
+                .expect("data")
+                .clone()
+        };
+        assert!(
+            list().await.is_empty(),
+            "no knowledge base yet: an empty list"
+        );
+
+        // The first upload builds the knowledge base.
+        let (status, body) = upload(&http, &url, &[("otters.md", OTTERS)]).await;
+        assert_eq!(status, 201, "{body}");
+        let created: Value = serde_json::from_str(&body).expect("json");
+        let document = &created["data"][0];
+        assert_eq!(document["uploaded"], true, "{body}");
+        assert!(document["chunks"].as_u64().unwrap_or(0) >= 1, "{body}");
+        let id = document["id"].as_str().expect("id").to_string();
+        assert!(kb_dir.join("uploads/otters.md").is_file());
+
+        let (status, body) = send(
+            &http,
+            reqwest::Method::POST,
+            format!("{url}/v1/kb/search"),
+            Some(KEY),
+            Some(json!({"query": "Why do otters hold hands?", "k": 1}).to_string()),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.contains("drift apart"),
+            "the upload is searchable: {body}"
+        );
+
+        // Hostile and broken uploads change nothing.
+        let (status, body) = upload(&http, &url, &[("../../escape.md", OTTERS)]).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            error_of(&body)["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("path"))
+        );
+        assert!(!work.path().join("escape.md").exists() && !kb_dir.join("escape.md").exists());
+        let (status, body) = upload(&http, &url, &[("tool.exe", "MZ")]).await;
+        assert_eq!(
+            (status, error_of(&body)["code"].clone()),
+            (415, json!("unsupported_file_type"))
+        );
+        let (status, body) = upload(&http, &url, &[("broken.json", "{\"text\": ")]).await;
+        assert_eq!(
+            (status, error_of(&body)["code"].clone()),
+            (422, json!("unreadable_file"))
+        );
+        let (status, body) = upload(&http, &url, &[("huge.txt", &"x".repeat(70_000))]).await;
+        assert_eq!(status, 413, "{body}");
+        assert!(
+            error_of(&body)["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("--max-upload"))
+        );
+        let (status, body) = send(
+            &http,
+            reqwest::Method::POST,
+            format!("{url}/v1/kb/documents"),
+            Some(KEY),
+            Some("{}".into()),
+        )
+        .await;
+        assert_eq!(status, 400, "not multipart: {body}");
+        error_of(&body);
+        assert_eq!(list().await.len(), 1);
+        let staged: Vec<_> = std::fs::read_dir(kb_dir.join("uploads"))
+            .expect("uploads")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(staged, ["otters.md"], "nothing staged is left behind");
+
+        // The same name again replaces the document.
+        let (status, body) = upload(
+            &http,
+            &url,
+            &[(
+                "otters.md",
+                &format!("{OTTERS}\nThey also keep a favourite rock.\n"),
+            )],
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).expect("json")["report"]["updated"],
+            1
+        );
+        assert_eq!(list().await.len(), 1);
+
+        let delete = |id: String| {
+            send(
+                &http,
+                reqwest::Method::DELETE,
+                format!("{url}/v1/kb/documents/{id}"),
+                Some(KEY),
+                None,
+            )
+        };
+        let (status, body) = delete(id.clone()).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            !kb_dir.join("uploads/otters.md").exists(),
+            "an upload's file goes with it"
+        );
+        assert!(list().await.is_empty());
+        let (status, body) = delete(id).await;
+        assert_eq!(
+            (status, error_of(&body)["code"].clone()),
+            (404, json!("document_not_found"))
+        );
+
+        let (status, body) = send(
+            &http,
+            reqwest::Method::GET,
+            format!("{url}/metrics"),
+            Some(KEY),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(
+            body.contains(
+                "kb_request_duration_seconds_bucket{route=\"/v1/kb/documents\",le=\"+Inf\"}"
+            ) && body.contains("kb_requests_total{route=\"/v1/kb/documents\",status=\"415\"} 1"),
+            "{body}"
+        );
+    });
+    drop(server);
+
+    // A read-only server refuses changes.
+    let server = start_with(&kb_dir, &["--read-only"]);
+    rt.block_on(async {
+        let (status, body) = upload(
+            &reqwest::Client::new(),
+            &server.url,
+            &[("otters.md", OTTERS)],
+        )
+        .await;
+        assert_eq!(status, 403, "{body}");
+        assert!(
+            error_of(&body)["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("--read-only"))
+        );
     });
 }

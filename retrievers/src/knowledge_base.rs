@@ -197,7 +197,7 @@ impl KnowledgeBase {
     /// run left behind.
     pub fn open(dir: &Path, embedder: Arc<dyn Embedder>, access: Access) -> Result<Self> {
         let manifest_path = dir.join("manifest.db");
-        if access == Access::Read && !manifest_path.exists() {
+        if access == Access::Read && !Self::exists(dir) {
             return Err(Error::Missing(dir.to_path_buf()));
         }
         std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
@@ -281,6 +281,11 @@ impl KnowledgeBase {
             _lock: lock,
         };
         Ok(kb)
+    }
+
+    /// Whether `dir` holds a knowledge base.
+    pub fn exists(dir: &Path) -> bool {
+        dir.join("manifest.db").is_file()
     }
 
     /// The directory.

@@ -1,4 +1,5 @@
-//! The optional bearer token in front of every route but `/healthz`.
+//! The optional bearer token in front of every route but `/healthz` and
+//! the page at `/` (which holds no data: it asks for the key itself).
 
 use std::sync::Arc;
 
@@ -10,11 +11,11 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::error::ApiError;
 
-/// Lets a request through when no key is set, when it goes to `/healthz`,
-/// or when it carries `Authorization: Bearer KEY` with the right key.
+/// Lets a request through when no key is set, when it goes to `/healthz`
+/// or `/`, or when it carries `Authorization: Bearer KEY` with the right key.
 pub async fn require_key(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if let Some(key) = &state.api_key
-        && req.uri().path() != "/healthz"
+        && !matches!(req.uri().path(), "/healthz" | "/")
     {
         let given = req
             .headers()

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt, stream};
 use kb_chains::{Answer, AnswerEvent, AnswerStream, RagChain};
-use kb_core::{Filter, GenerateOptions};
+use kb_core::{Filter, GenerateOptions, Message, Role};
 use kb_retrievers::{KnowledgeBase, SearchMode};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -25,11 +25,14 @@ pub fn is_kb_model(model: &str) -> bool {
     model == "kb" || model.starts_with("kb:")
 }
 
-fn knowledge_base(state: &AppState) -> Result<&KnowledgeBase, ApiError> {
-    state.kb.as_deref().ok_or_else(|| {
-        ApiError::not_found(
-            "this server has no knowledge base: build one with `kb ingest` and restart `kb serve`",
-        )
+fn knowledge_base(state: &AppState) -> Result<Arc<KnowledgeBase>, ApiError> {
+    state.kb().ok_or_else(|| ApiError {
+        code: Some("knowledge_base_not_found"),
+        ..ApiError::not_found(if state.writable {
+            "the knowledge base is empty: upload documents (POST /v1/kb/documents) first"
+        } else {
+            "this server has no knowledge base: build one with `kb ingest` and restart `kb serve`"
+        })
     })
 }
 
@@ -142,6 +145,9 @@ pub async fn ask(
     if !request.stream {
         let answer = kb_chains::collect_answer(answer).await?;
         drop(permit);
+        state
+            .metrics
+            .add_tokens(answer.usage.completion_tokens as u64);
         return Ok(Json(answer).into_response());
     }
     let events = answer.map(move |event| {
@@ -149,7 +155,12 @@ pub async fn ask(
         match event {
             Ok(AnswerEvent::Sources(sources)) => json!({"type": "sources", "sources": sources}),
             Ok(AnswerEvent::Token(text)) => json!({"type": "token", "text": text}),
-            Ok(AnswerEvent::Done(answer)) => json!({"type": "done", "answer": answer}),
+            Ok(AnswerEvent::Done(answer)) => {
+                state
+                    .metrics
+                    .add_tokens(answer.usage.completion_tokens as u64);
+                json!({"type": "done", "answer": answer})
+            }
             Err(e) => {
                 let error = ApiError::from(e);
                 json!({"type": "error", "error": {"message": error.message, "type": error.kind}})
@@ -158,6 +169,36 @@ pub async fn ask(
     });
     Ok(super::openai::sse(events.map(|v| vec![v])).into_response())
 }
+
+/// A chat request's messages as earlier (question, answer) turns and the
+/// question to answer now (the last user message), or `None` without one.
+/// Answers are taken without the sources list this server appends.
+pub fn conversation(messages: &[Message]) -> Option<(Vec<(String, String)>, String)> {
+    let last = messages
+        .iter()
+        .rposition(|m| m.role == Role::User && !m.content.trim().is_empty())?;
+    let mut turns = Vec::new();
+    let mut asked: Option<&str> = None;
+    for message in &messages[..last] {
+        match message.role {
+            Role::User => asked = Some(&message.content),
+            Role::Assistant => {
+                if let Some(question) = asked.take() {
+                    let answer = message
+                        .content
+                        .split_once(SOURCES_HEADING)
+                        .map_or(message.content.as_str(), |(text, _)| text);
+                    turns.push((question.to_string(), answer.trim().to_string()));
+                }
+            }
+            _ => {}
+        }
+    }
+    Some((turns, messages[last].content.clone()))
+}
+
+/// What separates an answer from its sources in chat replies.
+const SOURCES_HEADING: &str = "\n\nSources:\n";
 
 /// An answer's text for a chat client: the answer, then the sources it
 /// cites, numbered as in the text.
@@ -171,7 +212,7 @@ pub fn with_sources(answer: &Answer) -> String {
     if cited.is_empty() {
         return String::new();
     }
-    format!("\n\nSources:\n{}", cited.join("\n"))
+    format!("{SOURCES_HEADING}{}", cited.join("\n"))
 }
 
 /// The answer stream as chat pieces: tokens, then the cited sources, then
@@ -198,4 +239,32 @@ pub fn chat_pieces(
             Ok(pieces) => stream::iter(pieces.into_iter().map(Ok).collect::<Vec<_>>()),
             Err(e) => stream::iter(vec![Err(e)]),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chat_becomes_turns_and_a_question() {
+        let messages = [
+            Message::system("Be brief."),
+            Message::user("What is BM25?"),
+            Message::assistant("A ranking function [1].\n\nSources:\n[1] docs/a.md"),
+            Message::user("unanswered"),
+            Message::user("How fast is it?"),
+            Message::assistant(""),
+        ];
+        let (turns, question) = conversation(&messages).expect("a question");
+        assert_eq!(question, "How fast is it?");
+        assert_eq!(
+            turns,
+            vec![(
+                "What is BM25?".to_string(),
+                "A ranking function [1].".to_string()
+            )]
+        );
+        assert!(conversation(&[Message::system("x")]).is_none());
+        assert!(conversation(&[Message::user("  ")]).is_none());
+    }
 }

@@ -2,35 +2,35 @@
 //! embedder.
 
 mod auth;
+mod documents;
 mod error;
 mod kb;
+mod metrics;
 mod openai;
+mod page;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use kb_core::{ChatModel, Embedder};
+use kb_retrievers::{Access, KnowledgeBase};
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::args::ServeArgs;
-use crate::commands::ask::{chat_model, open_if_present};
+use crate::commands::ask::chat_model;
 use crate::commands::embed::load_embedder;
 use crate::config::Config;
 use error::ApiError;
-
-/// Counters for `/metrics`.
-#[derive(Default)]
-pub struct Metrics {
-    requests: AtomicU64,
-    tokens: AtomicU64,
-}
+use metrics::Metrics;
 
 /// What every handler shares.
 pub struct AppState {
@@ -38,7 +38,13 @@ pub struct AppState {
     model_id: String,
     embedder: Option<Arc<dyn Embedder>>,
     embedder_id: Option<String>,
-    kb: Option<Arc<kb_retrievers::KnowledgeBase>>,
+    /// The knowledge base; a writable server creates it on the first upload.
+    kb: RwLock<Option<Arc<KnowledgeBase>>>,
+    kb_dir: PathBuf,
+    /// Whether documents may be uploaded and deleted (not `--read-only`).
+    writable: bool,
+    /// One change to the knowledge base at a time.
+    writer: tokio::sync::Mutex<()>,
     api_key: Option<String>,
     timeout: std::time::Duration,
     gate: Arc<Semaphore>,
@@ -58,6 +64,32 @@ impl AppState {
 
     fn queue_depth(&self) -> usize {
         self.queue - self.gate.available_permits()
+    }
+
+    /// The knowledge base, if there is one yet.
+    fn kb(&self) -> Option<Arc<KnowledgeBase>> {
+        self.kb.read().ok().and_then(|kb| kb.clone())
+    }
+
+    /// The knowledge base, created with the server's embedder if there is
+    /// none yet. Only for a writable server.
+    fn kb_for_writing(&self) -> kb_retrievers::Result<Arc<KnowledgeBase>> {
+        if let Some(kb) = self.kb() {
+            return Ok(kb);
+        }
+        let embedder = self.embedder.clone().ok_or_else(|| {
+            kb_retrievers::Error::InvalidInput("this server has no embedder".into())
+        })?;
+        let kb = Arc::new(KnowledgeBase::open(&self.kb_dir, embedder, Access::Write)?);
+        if let Ok(mut slot) = self.kb.write() {
+            *slot = Some(kb.clone());
+        }
+        Ok(kb)
+    }
+
+    /// Where uploaded files are kept.
+    fn uploads_dir(&self) -> PathBuf {
+        self.kb_dir.join("uploads")
     }
 }
 
@@ -79,8 +111,9 @@ fn model_id(setting: &str) -> String {
 }
 
 /// The routes over `state`.
-fn router(state: Arc<AppState>, max_body: usize) -> Router {
+fn router(state: Arc<AppState>, max_body: usize, max_upload: usize) -> Router {
     Router::new()
+        .route("/", get(page::index))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/metrics", get(metrics))
         .route("/v1/models", get(openai::models))
@@ -88,6 +121,13 @@ fn router(state: Arc<AppState>, max_body: usize) -> Router {
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/kb/search", post(kb::search))
         .route("/v1/kb/ask", post(kb::ask))
+        .route(
+            "/v1/kb/documents",
+            get(documents::list)
+                .post(documents::upload)
+                .layer(DefaultBodyLimit::max(max_upload)),
+        )
+        .route("/v1/kb/documents/{id}", delete(documents::delete))
         .fallback(|| async {
             ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,
@@ -95,13 +135,13 @@ fn router(state: Arc<AppState>, max_body: usize) -> Router {
                 "no such route; see the docs for the API",
             )
         })
-        .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(state.clone(), deadline))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
         ))
-        .layer(middleware::from_fn_with_state(state.clone(), count))
+        .layer(middleware::from_fn_with_state(state.clone(), measure))
+        .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
 
@@ -126,20 +166,25 @@ async fn deadline(State(state): State<Arc<AppState>>, req: Request, next: Next) 
     }
 }
 
-async fn count(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    state.metrics.requests.fetch_add(1, Ordering::Relaxed);
-    next.run(req).await
+/// Counts each request by route and status and times it to its
+/// response's head. Unknown routes count as `other`, so clients cannot
+/// grow the label set.
+async fn measure(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("other", MatchedPath::as_str)
+        .to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    state
+        .metrics
+        .record(&route, response.status().as_u16(), started.elapsed());
+    response
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> String {
-    format!(
-        "# HELP kb_requests_total HTTP requests received.\n# TYPE kb_requests_total counter\nkb_requests_total {}\n\
-         # HELP kb_tokens_generated_total Tokens generated by the chat model.\n# TYPE kb_tokens_generated_total counter\nkb_tokens_generated_total {}\n\
-         # HELP kb_queue_depth Requests holding or waiting for the models.\n# TYPE kb_queue_depth gauge\nkb_queue_depth {}\n",
-        state.metrics.requests.load(Ordering::Relaxed),
-        state.metrics.tokens.load(Ordering::Relaxed),
-        state.queue_depth(),
-    )
+    state.metrics.render(state.queue_depth())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -175,11 +220,39 @@ pub fn run(config: &Config, request: &ServeArgs) -> Result<()> {
         .filter(|t| !t.is_zero())
         .context("--timeout must be a positive number of seconds")?;
     let model = chat_model(config, request.threads)?;
-    let kb = open_if_present(config)?.map(Arc::new);
-    // The knowledge base's embedder serves /v1/embeddings too, when there is one.
-    let embedder: Arc<dyn Embedder> = match &kb {
-        Some(kb) => kb.embedder().clone(),
-        None => Arc::new(load_embedder(config)?),
+    let kb_dir = config.kb_dir.value.clone();
+    // The knowledge base's embedder serves /v1/embeddings too; without a
+    // knowledge base, the configured one (which a first upload builds it with).
+    let embedder: Arc<dyn Embedder> = Arc::new(load_embedder(config)?);
+    let kb = if KnowledgeBase::exists(&kb_dir) {
+        let access = if request.read_only {
+            Access::Read
+        } else {
+            Access::Write
+        };
+        let kb = KnowledgeBase::open(&kb_dir, embedder.clone(), access).with_context(|| {
+            format!(
+                "opening the knowledge base {}{}",
+                kb_dir.display(),
+                if request.read_only {
+                    ""
+                } else {
+                    " (kb serve --read-only shares it with other kb processes, without uploads)"
+                }
+            )
+        })?;
+        Some(Arc::new(kb))
+    } else {
+        eprintln!(
+            "note: there is no knowledge base at {} yet; {}",
+            kb_dir.display(),
+            if request.read_only {
+                "the model answers alone. Build one with `kb ingest PATH` and restart."
+            } else {
+                "upload documents (POST /v1/kb/documents or the page at /) to build one."
+            }
+        );
+        None
     };
 
     let state = Arc::new(AppState {
@@ -187,7 +260,10 @@ pub fn run(config: &Config, request: &ServeArgs) -> Result<()> {
         model_id: model_id(&config.llm.value),
         embedder: Some(embedder),
         embedder_id: Some(model_id(&config.embedder.value)),
-        kb,
+        kb: RwLock::new(kb),
+        kb_dir,
+        writable: !request.read_only,
+        writer: tokio::sync::Mutex::new(()),
         api_key: request.api_key.clone().filter(|k| !k.is_empty()),
         timeout,
         gate: Arc::new(Semaphore::new(request.queue)),
@@ -208,10 +284,10 @@ pub fn run(config: &Config, request: &ServeArgs) -> Result<()> {
             "kb serve: listening on http://{addr} (model {}, embedder {}, knowledge base {}{})",
             state.model_id,
             state.embedder_id.as_deref().unwrap_or("none"),
-            if state.kb.is_some() {
-                config.kb_dir.value.display().to_string()
+            if state.kb().is_some() {
+                state.kb_dir.display().to_string()
             } else {
-                "none".into()
+                "none yet".into()
             },
             if state.api_key.is_some() {
                 ", API key required"
@@ -221,10 +297,13 @@ pub fn run(config: &Config, request: &ServeArgs) -> Result<()> {
         );
         use std::io::Write;
         std::io::stdout().flush()?;
-        axum::serve(listener, router(state, request.max_body))
-            .with_graceful_shutdown(shutdown())
-            .await
-            .context("serving")
+        axum::serve(
+            listener,
+            router(state, request.max_body, request.max_upload),
+        )
+        .with_graceful_shutdown(shutdown())
+        .await
+        .context("serving")
     })
 }
 

@@ -248,22 +248,25 @@ pub async fn chat_completions(
     };
     let pieces: Pieces = if rag {
         // The model `kb`: the last user message is answered from the
-        // knowledge base, citing [n], with the cited sources after it.
-        let question = messages
-            .iter()
-            .rev()
-            .find(|m| m.role == Role::User)
-            .map(|m| m.content.clone())
-            .filter(|q| !q.trim().is_empty())
-            .ok_or_else(|| {
-                ApiError::invalid(Some("messages"), "there is no user message to answer")
-            })?;
+        // knowledge base, citing [n], with the cited sources after it; the
+        // turns before it make a follow-up standalone before retrieval.
+        let (history, question) = kb::conversation(&messages).ok_or_else(|| {
+            ApiError::invalid(Some("messages"), "there is no user message to answer")
+        })?;
         let chain = kb::chain(&state, 4, None, options.max_tokens)?;
         let permit = state.admit()?;
-        Box::pin(held(
-            kb::chat_pieces(chain.stream(&question).await?),
-            permit,
-        ))
+        let answer = if history.is_empty() {
+            chain.stream(&question).await?
+        } else {
+            let mut memory = kb_chains::BufferMemory::new();
+            for (user, assistant) in &history {
+                kb_chains::Memory::save(&mut memory, user, assistant);
+            }
+            kb_chains::ConversationalRagChain::new(chain, memory)
+                .stream(&question)
+                .await?
+        };
+        Box::pin(held(kb::chat_pieces(answer), permit))
     } else {
         let permit = state.admit()?;
         let events = state.model.stream(&messages, &options).await?;
@@ -327,8 +330,7 @@ impl Reply {
     fn count(&self, usage: &Usage) {
         self.state
             .metrics
-            .tokens
-            .fetch_add(usage.completion_tokens as u64, Ordering::Relaxed);
+            .add_tokens(usage.completion_tokens as u64);
     }
 
     /// The whole answer as one `chat.completion` object.

@@ -161,6 +161,16 @@ impl DirectoryLoader {
         self
     }
 
+    /// Whether the loader reads files with this name (by its extension).
+    pub fn reads(name: &str) -> bool {
+        extension(Path::new(name)).is_some_and(|e| EXTENSIONS.contains(&e.as_str()))
+    }
+
+    /// The extensions the loader reads.
+    pub fn extensions() -> &'static [&'static str] {
+        &EXTENSIONS
+    }
+
     /// Loads a file, or every readable file under a folder. Ids and
     /// `source` metadata are paths relative to `path` (a file's own name
     /// when `path` is a file).
