@@ -316,6 +316,11 @@ pub struct IngestArgs {
     #[arg(long, default_value_t = 60, value_name = "N")]
     pub chunk_overlap: usize,
 
+    /// Also embed each chunk in units of about a sentence, at most N
+    /// characters, that lead searches to it (0: whole chunks only)
+    #[arg(long, default_value_t = kb_retrievers::DEFAULT_UNIT_SIZE, value_name = "N")]
+    pub unit_size: usize,
+
     /// Remove files that no longer exist under the given folders
     #[arg(long)]
     pub prune: bool,

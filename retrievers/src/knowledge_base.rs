@@ -32,7 +32,7 @@ use crate::hybrid::{Bm25Retriever, Fusion, Hit, HybridRetriever, SearchMode, Vec
 use crate::loader::{DirectoryLoader, FileEntry, Skipped};
 use crate::manifest::{FileRecord, Manifest};
 use crate::splitter::{MarkdownSplitter, RecursiveSplitter};
-use crate::vectors::EdgeStore;
+use crate::vectors::{EdgeStore, Unit};
 
 /// How a knowledge base is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +48,9 @@ pub enum Access {
     Rebuild,
 }
 
+/// [`IngestOptions::unit_size`] by default.
+pub const DEFAULT_UNIT_SIZE: usize = 120;
+
 /// Settings of an ingestion.
 #[derive(Debug, Clone)]
 pub struct IngestOptions {
@@ -61,6 +64,10 @@ pub struct IngestOptions {
     pub prune: bool,
     /// Chunks embedded and committed together.
     pub batch_chunks: usize,
+    /// Largest unit in characters: each chunk is also embedded in units of
+    /// about a sentence, which lead searches to the chunk (small-to-big).
+    /// 0 embeds whole chunks only.
+    pub unit_size: usize,
 }
 
 impl Default for IngestOptions {
@@ -71,6 +78,7 @@ impl Default for IngestOptions {
             chunk_overlap: 60,
             prune: false,
             batch_chunks: 256,
+            unit_size: DEFAULT_UNIT_SIZE,
         }
     }
 }
@@ -142,8 +150,10 @@ pub struct Stats {
     pub documents: usize,
     /// Chunks in the manifest.
     pub chunks: usize,
-    /// Points in the vector store.
+    /// Chunk vectors in the vector store.
     pub vectors: usize,
+    /// Unit vectors in the vector store (see [`IngestOptions::unit_size`]).
+    pub unit_vectors: usize,
     /// Chunks in the BM25 index.
     pub bm25_chunks: usize,
     /// Bytes on disk.
@@ -454,12 +464,13 @@ impl KnowledgeBase {
                 is_new: existing.is_none(),
             });
             if batch_chunks >= options.batch_chunks {
-                self.commit_batch(std::mem::take(&mut batch), &mut report, progress)
+                self.commit_batch(std::mem::take(&mut batch), options, &mut report, progress)
                     .await?;
                 batch_chunks = 0;
             }
         }
-        self.commit_batch(batch, &mut report, progress).await?;
+        self.commit_batch(batch, options, &mut report, progress)
+            .await?;
         progress(Progress::Files {
             done: entries.len(),
             total: entries.len(),
@@ -483,6 +494,7 @@ impl KnowledgeBase {
     async fn commit_batch(
         &self,
         batch: Vec<FileWork>,
+        options: &IngestOptions,
         report: &mut IngestReport,
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<()> {
@@ -503,20 +515,31 @@ impl KnowledgeBase {
             touched.extend(work.record.chunk_ids.iter().cloned());
         }
         let embed_started = Instant::now();
-        let mut vectors: Vec<Vec<f32>> = Vec::with_capacity(to_write.len());
-        for part in to_write.chunks(32) {
-            let texts: Vec<&str> = part.iter().map(|c| c.text.as_str()).collect();
+        let units = units_of(&to_write, options.unit_size);
+        let mut texts: Vec<&str> = to_write.iter().map(|c| c.text.as_str()).collect();
+        texts.extend(units.iter().map(|(_, _, embedded)| embedded.as_str()));
+        let mut vectors: Vec<Vec<f32>> = Vec::with_capacity(texts.len());
+        for part in texts.chunks(32) {
             let embedded = self
                 .embedder
-                .embed_documents(&texts)
+                .embed_documents(part)
                 .await
                 .map_err(|e| Error::Embedding(e.to_string()))?;
             vectors.extend(embedded);
             progress(Progress::Embedding {
                 done: vectors.len(),
-                total: to_write.len(),
+                total: texts.len(),
             });
         }
+        let unit_vectors = vectors.split_off(to_write.len());
+        let units: Vec<Unit<'_>> = units
+            .iter()
+            .map(|(chunk, n, text)| Unit {
+                chunk: &to_write[*chunk],
+                n: *n,
+                text,
+            })
+            .collect();
         report.embedding_time += embed_started.elapsed();
 
         let sources: Vec<&str> = batch.iter().map(|w| w.record.source.as_str()).collect();
@@ -524,6 +547,7 @@ impl KnowledgeBase {
         self.vectors.delete_blocking(&to_remove)?;
         self.bm25.delete(&to_remove)?;
         self.vectors.upsert_blocking(&to_write, &vectors)?;
+        self.vectors.upsert_units_blocking(&units, &unit_vectors)?;
         self.bm25.upsert(&to_write)?;
         self.bm25.commit()?;
         self.vectors.flush();
@@ -581,6 +605,7 @@ impl KnowledgeBase {
 
     /// Counts and sizes.
     pub fn stats(&self) -> Result<Stats> {
+        let units = self.vectors.count_units_blocking()?;
         let manifest = self.manifest()?;
         let files = manifest.files()?;
         Ok(Stats {
@@ -590,7 +615,8 @@ impl KnowledgeBase {
             files: files.len(),
             documents: files.iter().map(|f| f.documents).sum(),
             chunks: manifest.chunk_count()?,
-            vectors: self.vectors.count_blocking(),
+            vectors: self.vectors.count_blocking() - units,
+            unit_vectors: units,
             bm25_chunks: self.bm25.count(),
             disk_bytes: disk_usage(&self.dir),
         })
@@ -622,6 +648,29 @@ impl KnowledgeBase {
     ) -> kb_core::Result<Vec<Hit>> {
         self.retriever(filter.cloned()).search(query, k, mode).await
     }
+}
+
+/// The units of each chunk as (chunk index, unit number, text to embed):
+/// pieces of at most `unit_size` characters cut at sentence boundaries. A
+/// chunk that makes only one unit has none: its own vector serves. (Units
+/// are embedded without the chunk's heading path: on the sample corpus the
+/// path made them worse, since `#` comments in code read as headings.)
+fn units_of(chunks: &[Chunk], unit_size: usize) -> Vec<(usize, usize, String)> {
+    if unit_size == 0 {
+        return Vec::new();
+    }
+    let splitter = RecursiveSplitter::new(unit_size, 0);
+    let mut units = Vec::new();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let pieces = splitter.split(&chunk.text);
+        if pieces.len() < 2 {
+            continue;
+        }
+        for (n, piece) in pieces.into_iter().enumerate() {
+            units.push((i, n, piece.text));
+        }
+    }
+    units
 }
 
 /// SHA-256 over a file's documents, as they were read.

@@ -32,9 +32,10 @@ pub use hybrid::{
     Bm25Retriever, Fusion, Hit, HybridRetriever, Rank, SearchMode, VectorRetriever, fuse,
 };
 pub use knowledge_base::{
-    Access, IngestOptions, IngestReport, KnowledgeBase, Progress, Stats, chunk_ids_by_source,
+    Access, DEFAULT_UNIT_SIZE, IngestOptions, IngestReport, KnowledgeBase, Progress, Stats,
+    chunk_ids_by_source,
 };
 pub use loader::{CsvMode, DirectoryLoader, FileEntry, LoadReport, Skipped};
 pub use manifest::{FileRecord, Manifest};
 pub use splitter::{LengthFn, MarkdownSplitter, RecursiveSplitter, Split};
-pub use vectors::{EdgeStore, INDEXED_KEYS, point_id, to_qdrant_filter};
+pub use vectors::{EdgeStore, INDEXED_KEYS, Unit, point_id, to_qdrant_filter};

@@ -20,7 +20,24 @@ use crate::error::{Error, Result};
 const POINT_NAMESPACE: Uuid = Uuid::from_u128(0x6b62_2d63_6875_6e6b_2d69_6473_2d76_3031);
 
 /// Payload keys with a keyword index: filtering on them is fast.
-pub const INDEXED_KEYS: [&str; 2] = ["source", "doc_id"];
+pub const INDEXED_KEYS: [&str; 3] = ["source", "doc_id", "chunk_id"];
+
+/// Points fetched per chunk asked for, so that a chunk matched by several
+/// of its units still leaves room for others.
+const UNIT_FANOUT: usize = 4;
+
+/// A piece of a chunk (a sentence or two) with a vector of its own: a
+/// search that matches it finds the whole chunk. Small units match a
+/// question about one sentence of a chunk that is about other things too.
+#[derive(Debug, Clone, Copy)]
+pub struct Unit<'a> {
+    /// The chunk the unit belongs to.
+    pub chunk: &'a Chunk,
+    /// Its position among the chunk's units.
+    pub n: usize,
+    /// Its text.
+    pub text: &'a str,
+}
 
 /// The point id of a chunk: the UUIDv5 of its id.
 pub fn point_id(chunk_id: &str) -> Uuid {
@@ -28,7 +45,8 @@ pub fn point_id(chunk_id: &str) -> Uuid {
 }
 
 /// A vector store in a local directory, holding each chunk's vector and the
-/// chunk itself as payload.
+/// chunk itself as payload, and optionally vectors of the chunk's
+/// [`Unit`]s, which lead to the same chunk.
 ///
 /// Cosine similarity; filtered searches on `source` and `doc_id` use payload
 /// indexes. Call [`optimize`](Self::optimize) after a large ingest so that the
@@ -115,10 +133,39 @@ impl EdgeStore {
 
     /// Adds or replaces chunks with their vectors.
     pub fn upsert_blocking(&self, chunks: &[Chunk], vectors: &[Vec<f32>]) -> Result<()> {
-        if chunks.len() != vectors.len() {
+        self.check_vectors(chunks.len(), vectors)?;
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let points = chunks
+            .iter()
+            .zip(vectors)
+            .map(|(chunk, vector)| point(&chunk.id, chunk, None, vector))
+            .collect();
+        self.upsert_points(points)
+    }
+
+    /// Adds or replaces units of chunks with their vectors.
+    pub fn upsert_units_blocking(&self, units: &[Unit<'_>], vectors: &[Vec<f32>]) -> Result<()> {
+        self.check_vectors(units.len(), vectors)?;
+        if units.is_empty() {
+            return Ok(());
+        }
+        let points = units
+            .iter()
+            .zip(vectors)
+            .map(|(unit, vector)| {
+                let key = format!("{}#{}", unit.chunk.id, unit.n);
+                point(&key, unit.chunk, Some(unit.text), vector)
+            })
+            .collect();
+        self.upsert_points(points)
+    }
+
+    fn check_vectors(&self, n: usize, vectors: &[Vec<f32>]) -> Result<()> {
+        if n != vectors.len() {
             return Err(Error::InvalidInput(format!(
-                "{} chunks but {} vectors",
-                chunks.len(),
+                "{n} items but {} vectors",
                 vectors.len()
             )));
         }
@@ -129,26 +176,10 @@ impl EdgeStore {
                 self.dimension
             )));
         }
-        if chunks.is_empty() {
-            return Ok(());
-        }
-        let points = chunks
-            .iter()
-            .zip(vectors)
-            .map(|(chunk, vector)| {
-                let mut payload = chunk.metadata.clone();
-                payload.insert("chunk_id".into(), chunk.id.clone().into());
-                payload.insert("doc_id".into(), chunk.doc_id.clone().into());
-                payload.insert("ordinal".into(), chunk.ordinal.into());
-                payload.insert("text".into(), chunk.text.clone().into());
-                PointStruct::new(
-                    PointId::Uuid(point_id(&chunk.id)),
-                    Vectors::from(vector.clone()),
-                    Value::Object(payload),
-                )
-                .into()
-            })
-            .collect();
+        Ok(())
+    }
+
+    fn upsert_points(&self, points: Vec<qdrant_edge::PointStructPersisted>) -> Result<()> {
         let operation = UpdateOperation::PointOperation(PointOperations::UpsertPoints(
             qdrant_edge::PointInsertOperations::PointsList(points),
         ));
@@ -157,19 +188,25 @@ impl EdgeStore {
             .map_err(|e| edge_error(&self.dir, e))
     }
 
-    /// Removes the chunks with these ids (unknown ids are ignored).
+    /// Removes the chunks with these ids, and their units (unknown ids are
+    /// ignored).
     pub fn delete_blocking(&self, ids: &[String]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
-        let ids = ids.iter().map(|id| PointId::Uuid(point_id(id))).collect();
-        let operation = UpdateOperation::PointOperation(PointOperations::DeletePoints { ids });
+        let filter = serde_json::from_value(json!({
+            "must": [{"key": "chunk_id", "match": {"any": ids}}]
+        }))
+        .map_err(|e| edge_error(&self.dir, e))?;
+        let operation =
+            UpdateOperation::PointOperation(PointOperations::DeletePointsByFilter(filter));
         self.shard
             .update(operation)
             .map_err(|e| edge_error(&self.dir, e))
     }
 
-    /// The `k` nearest chunks to `query` among those `filter` accepts.
+    /// The `k` nearest chunks to `query` among those `filter` accepts; a
+    /// chunk is as near as its nearest vector (its own or a unit's).
     pub fn search_blocking(
         &self,
         query: &[f32],
@@ -194,7 +231,7 @@ impl EdgeStore {
             query: QueryEnum::Nearest(NamedQuery::default_dense(query.to_vec())),
             filter,
             params: None,
-            limit: k,
+            limit: k * UNIT_FANOUT,
             offset: 0,
             with_payload: Some(WithPayloadInterface::Bool(true)),
             with_vector: None,
@@ -204,6 +241,8 @@ impl EdgeStore {
             .shard
             .search(request)
             .map_err(|e| edge_error(&self.dir, e))?;
+        // Points come nearest first: keep each chunk's first.
+        let mut seen = std::collections::HashSet::new();
         Ok(points
             .into_iter()
             .filter_map(|p| {
@@ -213,12 +252,28 @@ impl EdgeStore {
                     score: p.score,
                 })
             })
+            .filter(|hit| seen.insert(hit.chunk.id.clone()))
+            .take(k)
             .collect())
     }
 
-    /// Points stored.
+    /// Points stored (chunks and units).
     pub fn count_blocking(&self) -> usize {
         self.shard.info().points_count
+    }
+
+    /// Unit points stored.
+    pub fn count_units_blocking(&self) -> Result<usize> {
+        let filter = serde_json::from_value(json!({
+            "must_not": [{"is_empty": {"key": "unit"}}]
+        }))
+        .map_err(|e| edge_error(&self.dir, e))?;
+        self.shard
+            .count(qdrant_edge::CountRequest {
+                filter: Some(filter),
+                exact: true,
+            })
+            .map_err(|e| edge_error(&self.dir, e))
     }
 
     /// Builds the HNSW index and merges segments (blocking; seconds for
@@ -246,8 +301,33 @@ pub fn to_qdrant_filter(filter: &Filter) -> Value {
 }
 
 /// Rebuilds a chunk from the payload [`EdgeStore::upsert_blocking`] stored.
+/// A point: `key` names it, `chunk` is its payload, with `unit` when the
+/// vector is a unit's.
+fn point(
+    key: &str,
+    chunk: &Chunk,
+    unit: Option<&str>,
+    vector: &[f32],
+) -> qdrant_edge::PointStructPersisted {
+    let mut payload = chunk.metadata.clone();
+    payload.insert("chunk_id".into(), chunk.id.clone().into());
+    payload.insert("doc_id".into(), chunk.doc_id.clone().into());
+    payload.insert("ordinal".into(), chunk.ordinal.into());
+    payload.insert("text".into(), chunk.text.clone().into());
+    if let Some(unit) = unit {
+        payload.insert("unit".into(), unit.into());
+    }
+    PointStruct::new(
+        PointId::Uuid(point_id(key)),
+        Vectors::from(vector.to_vec()),
+        Value::Object(payload),
+    )
+    .into()
+}
+
 pub(crate) fn chunk_from_payload(mut payload: Metadata) -> Option<Chunk> {
     let id = payload.remove("chunk_id")?.as_str()?.to_string();
+    payload.remove("unit");
     let doc_id = payload.get("doc_id")?.as_str()?.to_string();
     payload.remove("doc_id");
     let ordinal = payload.remove("ordinal")?.as_u64()? as u32;

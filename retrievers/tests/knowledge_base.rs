@@ -316,3 +316,46 @@ async fn an_interrupted_change_is_repaired_by_the_next_writer() {
     assert_eq!(chunk_ids_by_source(&kb).expect("ids"), expected);
     assert_consistent(&kb);
 }
+
+#[tokio::test]
+async fn units_lead_to_their_chunk_and_go_with_it() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let docs = work.path().join("docs");
+    write(
+        &docs,
+        "mixed.txt",
+        "Paragraph one talks about gardening and tomatoes in the summer sun. \
+         Zebras zigzag zealously. \
+         Then it drifts to cooking pasta with basil, garlic and good olive oil."
+            .as_bytes(),
+    );
+    let kb =
+        KnowledgeBase::open(&work.path().join(".kb"), embedder(), Access::Write).expect("open");
+    let options = IngestOptions {
+        unit_size: 40,
+        ..IngestOptions::default()
+    };
+    kb.ingest(std::slice::from_ref(&docs), &options, &mut |_: Progress| {})
+        .await
+        .expect("ingest");
+    let stats = kb.stats().expect("stats");
+    assert_eq!(stats.chunks, 1, "{stats:?}");
+    assert!(stats.unit_vectors >= 3, "{stats:?}");
+    assert_consistent(&kb);
+
+    // A query like one sentence finds the chunk once, not once per unit.
+    let hits = kb
+        .search("Zebras zigzag zealously.", 5, None, SearchMode::Vector)
+        .await
+        .expect("search");
+    assert_eq!(hits.len(), 1);
+    assert!(
+        hits[0].scored.chunk.text.contains("olive oil"),
+        "the whole chunk"
+    );
+
+    let (files, chunks) = kb.delete(&["docs/mixed.txt".to_string()]).expect("delete");
+    assert_eq!((files, chunks), (1, 1));
+    let stats = kb.stats().expect("stats");
+    assert_eq!((stats.vectors, stats.unit_vectors), (0, 0), "{stats:?}");
+}

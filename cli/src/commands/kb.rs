@@ -52,6 +52,7 @@ pub fn ingest(config: &Config, request: &IngestArgs, out: &mut impl Write) -> Re
         loader,
         chunk_size: request.chunk_size,
         chunk_overlap: request.chunk_overlap,
+        unit_size: request.unit_size,
         prune: request.prune,
         ..IngestOptions::default()
     };
@@ -281,6 +282,7 @@ pub fn stats(config: &Config, json: bool, out: &mut impl Write) -> Result<()> {
     writeln!(out, "documents       {}", stats.documents)?;
     writeln!(out, "chunks          {}", stats.chunks)?;
     writeln!(out, "vectors         {}", stats.vectors)?;
+    writeln!(out, "unit vectors    {}", stats.unit_vectors)?;
     writeln!(out, "bm25 entries    {}", stats.bm25_chunks)?;
     writeln!(out, "on disk         {}", human_size(stats.disk_bytes))?;
     Ok(())
