@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{KEY, start, start_with};
+use common::{KEY, runtime, start, start_with};
 
 use futures::StreamExt;
 use kb_core::{ChatEvent, ChatModel, Embedder, GenerateOptions, Message};
@@ -47,10 +47,7 @@ fn serves_the_openai_api_to_kbs_own_clients() {
     let work = tempfile::tempdir().expect("tempdir");
     let server = start(&work.path().join("no-kb-here"));
     let base = format!("{}/v1", server.url);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async {
         let http = reqwest::Client::new();
         let get = |path: &str, key: Option<&'static str>| {
@@ -213,10 +210,7 @@ fn answers_from_the_knowledge_base_with_sources() {
         String::from_utf8_lossy(&ingest.stderr)
     );
     let server = start(&kb_dir);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async {
         let http = reqwest::Client::new();
         let post = |path: &str, body: Value| {
@@ -342,10 +336,7 @@ fn answers_from_the_knowledge_base_with_sources() {
 fn a_slow_request_gets_a_json_504() {
     let work = tempfile::tempdir().expect("tempdir");
     let server = start_with(&work.path().join("none"), &["--timeout", "0.05"]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async {
         let http = reqwest::Client::new();
         let body = json!({"messages": [{"role": "user", "content": "Write a long story."}], "max_tokens": 400});
@@ -362,6 +353,11 @@ fn a_slow_request_gets_a_json_504() {
         let (status, _) = send(&http, reqwest::Method::GET, format!("{}/healthz", server.url), None, None).await;
         assert_eq!(status, 200, "the server lives on");
     });
+}
+
+/// `GET url` with the key.
+async fn get(http: &reqwest::Client, url: String) -> (u16, String) {
+    send(http, reqwest::Method::GET, url, Some(KEY), None).await
 }
 
 /// A multipart upload of `(file name, content)` pairs.
@@ -392,22 +388,12 @@ fn documents_are_uploaded_listed_and_deleted() {
     let work = tempfile::tempdir().expect("tempdir");
     let kb_dir = work.path().join("kb");
     let server = start_with(&kb_dir, &["--max-upload", "65536"]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async {
         let http = reqwest::Client::new();
         let url = server.url.clone();
         let list = || async {
-            let (status, body) = send(
-                &http,
-                reqwest::Method::GET,
-                format!("{url}/v1/kb/documents"),
-                Some(KEY),
-                None,
-            )
-            .await;
+            let (status, body) = get(&http, format!("{url}/v1/kb/documents")).await;
             assert_eq!(status, 200, "{body}");
             serde_json::from_str::<Value>(&body).expect("json")["data"]
                 .as_array()
@@ -526,14 +512,7 @@ fn documents_are_uploaded_listed_and_deleted() {
             (404, json!("document_not_found"))
         );
 
-        let (status, body) = send(
-            &http,
-            reqwest::Method::GET,
-            format!("{url}/metrics"),
-            Some(KEY),
-            None,
-        )
-        .await;
+        let (status, body) = get(&http, format!("{url}/metrics")).await;
         assert_eq!(status, 200);
         assert!(
             body.contains(

@@ -58,3 +58,11 @@ pub(crate) fn start_with(kb_dir: &Path, extra: &[&str]) -> Server {
         .to_string();
     Server { child, url }
 }
+
+/// A runtime for a test's async client.
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
