@@ -476,34 +476,20 @@ impl DecodingArgs {
     /// penalty unless one is set: small models answering from documents
     /// loop without one.
     pub fn options_with_penalty(&self, penalty: f32) -> kb_core::GenerateOptions {
-        let mut o = kb_core::GenerateOptions::default()
+        use kb_core::GenerateOptions as O;
+        let o = O::default()
             .temperature(self.temperature)
             .repetition_penalty(self.repeat_penalty.unwrap_or(penalty))
             .frequency_penalty(self.frequency_penalty)
             .presence_penalty(self.presence_penalty)
-            .num_beams(self.beams);
-        if let Some(p) = self.top_p {
-            o = o.top_p(p);
-        }
-        if let Some(k) = self.top_k {
-            o = o.top_k(k);
-        }
-        if let Some(p) = self.min_p {
-            o = o.min_p(p);
-        }
-        if let Some(n) = self.no_repeat_ngram {
-            o = o.no_repeat_ngram_size(n);
-        }
-        if let Some(seed) = self.seed {
-            o = o.seed(seed);
-        }
-        if let Some(n) = self.max_tokens {
-            o = o.max_tokens(n);
-        }
-        for s in &self.stop {
-            o = o.stop(s.clone());
-        }
-        o
+            .num_beams(self.beams)
+            .set_some(self.top_p, O::top_p)
+            .set_some(self.top_k, O::top_k)
+            .set_some(self.min_p, O::min_p)
+            .set_some(self.no_repeat_ngram, O::no_repeat_ngram_size)
+            .set_some(self.seed, O::seed)
+            .set_some(self.max_tokens, O::max_tokens);
+        self.stop.iter().cloned().fold(o, |o, s| o.stop(s))
     }
 }
 

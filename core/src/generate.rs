@@ -79,6 +79,26 @@ impl Default for GenerateOptions {
 }
 
 impl GenerateOptions {
+    /// Applies `setter` with `value` when there is one: options that a
+    /// request or a command line may leave out chain without `if let`s.
+    ///
+    /// ```
+    /// use kb_core::GenerateOptions;
+    ///
+    /// let top_p: Option<f32> = Some(0.9);
+    /// let seed: Option<u64> = None;
+    /// let options = GenerateOptions::default()
+    ///     .set_some(top_p, GenerateOptions::top_p)
+    ///     .set_some(seed, GenerateOptions::seed);
+    /// assert_eq!((options.top_p, options.seed), (Some(0.9), None));
+    /// ```
+    pub fn set_some<T>(self, value: Option<T>, setter: impl FnOnce(Self, T) -> Self) -> Self {
+        match value {
+            Some(value) => setter(self, value),
+            None => self,
+        }
+    }
+
     /// Sets [`GenerateOptions::max_tokens`].
     pub fn max_tokens(mut self, n: usize) -> Self {
         self.max_tokens = Some(n);

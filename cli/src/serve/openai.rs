@@ -169,39 +169,24 @@ impl ChatRequest {
                 format!("max_tokens is {max_tokens}, more than the model's context of {context}"),
             ));
         }
-        let mut o = GenerateOptions::default()
-            .max_tokens(max_tokens)
-            .temperature(self.temperature.unwrap_or(0.0));
-        if let Some(p) = self.top_p {
-            o = o.top_p(p);
-        }
-        if let Some(k) = self.top_k {
-            o = o.top_k(k);
-        }
-        if let Some(p) = self.min_p {
-            o = o.min_p(p);
-        }
-        if let Some(p) = self.repetition_penalty {
-            o = o.repetition_penalty(p);
-        }
-        if let Some(p) = self.frequency_penalty {
-            o = o.frequency_penalty(p);
-        }
-        if let Some(p) = self.presence_penalty {
-            o = o.presence_penalty(p);
-        }
-        if let Some(seed) = self.seed {
-            o = o.seed(seed);
-        }
-        match &self.stop {
-            Some(Stop::One(s)) => o = o.stop(s.clone()),
-            Some(Stop::Many(all)) => {
-                for s in all {
-                    o = o.stop(s.clone());
-                }
-            }
-            None => {}
-        }
+        let stops = match &self.stop {
+            Some(Stop::One(s)) => vec![s.clone()],
+            Some(Stop::Many(all)) => all.clone(),
+            None => Vec::new(),
+        };
+        let o = stops.into_iter().fold(
+            GenerateOptions::default()
+                .max_tokens(max_tokens)
+                .temperature(self.temperature.unwrap_or(0.0))
+                .set_some(self.top_p, GenerateOptions::top_p)
+                .set_some(self.top_k, GenerateOptions::top_k)
+                .set_some(self.min_p, GenerateOptions::min_p)
+                .set_some(self.repetition_penalty, GenerateOptions::repetition_penalty)
+                .set_some(self.frequency_penalty, GenerateOptions::frequency_penalty)
+                .set_some(self.presence_penalty, GenerateOptions::presence_penalty)
+                .set_some(self.seed, GenerateOptions::seed),
+            |o, s| o.stop(s),
+        );
         o.validate().map_err(ApiError::from)?;
         Ok(o)
     }
