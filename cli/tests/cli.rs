@@ -389,6 +389,11 @@ fn ingest_search_list_delete_stats_round_trip() {
         "{}",
         stdout(&explained)
     );
+    assert!(
+        stdout(&explained).contains(", +0.0"),
+        "each ranking's share of the fused score: {}",
+        stdout(&explained)
+    );
 
     let listed = json_of(&kb(&["--kb", kb_arg, "list", "--json"], &[]));
     let first = listed[0]["source"].as_str().expect("source").to_string();

@@ -47,6 +47,9 @@ pub struct Rank {
     pub rank: usize,
     /// The index's own score (cosine similarity, or BM25).
     pub score: f32,
+    /// What this ranking added to the fused score (hybrid search only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contribution: Option<f32>,
 }
 
 /// A search result with its explanation.
@@ -204,6 +207,7 @@ impl HybridRetriever {
                     let rank = Some(Rank {
                         rank: i + 1,
                         score: scored.score,
+                        contribution: None,
                     });
                     Hit {
                         scored,
@@ -240,11 +244,12 @@ pub fn fuse(
             fusion.bm25_weight
         };
         for (i, scored) in list.into_iter().enumerate() {
+            let contribution = weight / (fusion.rrf_k + (i + 1) as f32);
             let rank = Rank {
                 rank: i + 1,
                 score: scored.score,
+                contribution: Some(contribution),
             };
-            let contribution = weight / (fusion.rrf_k + (i + 1) as f32);
             let id = scored.chunk.id.clone();
             let hit = hits.entry(id.clone()).or_insert_with(|| {
                 order.push(id);
@@ -320,6 +325,12 @@ mod tests {
         assert_eq!(hits[0].vector.map(|r| r.rank), Some(2));
         assert_eq!(hits[0].bm25.map(|r| r.rank), Some(1));
         assert_eq!(hits[2].vector, None);
+        let parts = hits[0].vector.and_then(|r| r.contribution).unwrap_or(0.0)
+            + hits[0].bm25.and_then(|r| r.contribution).unwrap_or(0.0);
+        assert!(
+            (parts - hits[0].scored.score).abs() < 1e-6,
+            "the parts add up"
+        );
         let weighted = fuse(
             vec![scored("a", 0.9)],
             vec![scored("d", 9.0)],

@@ -38,4 +38,4 @@ pub use knowledge_base::{
 pub use loader::{CsvMode, DirectoryLoader, FileEntry, LoadReport, Skipped};
 pub use manifest::{FileRecord, Manifest};
 pub use splitter::{LengthFn, MarkdownSplitter, RecursiveSplitter, Split};
-pub use vectors::{EdgeStore, INDEXED_KEYS, Unit, point_id, to_qdrant_filter};
+pub use vectors::{EdgeStore, INDEXED_KEYS, UNIT_KEY, Unit, point_id, to_qdrant_filter};

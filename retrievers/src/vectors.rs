@@ -22,6 +22,11 @@ const POINT_NAMESPACE: Uuid = Uuid::from_u128(0x6b62_2d63_6875_6e6b_2d69_6473_2d
 /// Payload keys with a keyword index: filtering on them is fast.
 pub const INDEXED_KEYS: [&str; 3] = ["source", "doc_id", "chunk_id"];
 
+/// The payload key of a unit's text. A chunk found through a unit carries
+/// it in its metadata: the sentence that matched. (Underscored, so that no
+/// document's own metadata collides with it.)
+pub const UNIT_KEY: &str = "_unit";
+
 /// Points fetched per chunk asked for, so that a chunk matched by several
 /// of its units still leaves room for others.
 const UNIT_FANOUT: usize = 4;
@@ -265,7 +270,7 @@ impl EdgeStore {
     /// Unit points stored.
     pub fn count_units_blocking(&self) -> Result<usize> {
         let filter = serde_json::from_value(json!({
-            "must_not": [{"is_empty": {"key": "unit"}}]
+            "must_not": [{"is_empty": {"key": UNIT_KEY}}]
         }))
         .map_err(|e| edge_error(&self.dir, e))?;
         self.shard
@@ -315,7 +320,7 @@ fn point(
     payload.insert("ordinal".into(), chunk.ordinal.into());
     payload.insert("text".into(), chunk.text.clone().into());
     if let Some(unit) = unit {
-        payload.insert("unit".into(), unit.into());
+        payload.insert(UNIT_KEY.into(), unit.into());
     }
     PointStruct::new(
         PointId::Uuid(point_id(key)),
@@ -326,8 +331,8 @@ fn point(
 }
 
 pub(crate) fn chunk_from_payload(mut payload: Metadata) -> Option<Chunk> {
+    // A unit's text stays in the metadata (UNIT_KEY): the sentence that matched.
     let id = payload.remove("chunk_id")?.as_str()?.to_string();
-    payload.remove("unit");
     let doc_id = payload.get("doc_id")?.as_str()?.to_string();
     payload.remove("doc_id");
     let ordinal = payload.remove("ordinal")?.as_u64()? as u32;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use kb_core::Embedder;
 use kb_retrievers::{
-    Access, Error, IngestOptions, IngestReport, KnowledgeBase, Progress, SearchMode,
+    Access, Error, IngestOptions, IngestReport, KnowledgeBase, Progress, SearchMode, UNIT_KEY,
     chunk_ids_by_source,
 };
 
@@ -352,6 +352,13 @@ async fn units_lead_to_their_chunk_and_go_with_it() {
     assert!(
         hits[0].scored.chunk.text.contains("olive oil"),
         "the whole chunk"
+    );
+    let matched = hits[0].scored.chunk.metadata.get(UNIT_KEY);
+    assert!(
+        matched
+            .and_then(|u| u.as_str())
+            .is_some_and(|u| u.starts_with("Zebras zigzag zealously.")),
+        "the unit that matched: {matched:?}"
     );
 
     let (files, chunks) = kb.delete(&["docs/mixed.txt".to_string()]).expect("delete");

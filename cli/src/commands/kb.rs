@@ -176,8 +176,14 @@ fn print_hit(out: &mut impl Write, n: usize, hit: &Hit, explain: bool) -> Result
     )?;
     if explain {
         let describe = |r: Option<kb_retrievers::Rank>| {
-            r.map(|r| format!("#{} ({:.4})", r.rank, r.score))
-                .unwrap_or_else(|| "–".into())
+            r.map(|r| {
+                let added = r
+                    .contribution
+                    .map(|c| format!(", +{c:.4}"))
+                    .unwrap_or_default();
+                format!("#{} ({:.4}{added})", r.rank, r.score)
+            })
+            .unwrap_or_else(|| "–".into())
         };
         writeln!(
             out,
@@ -186,16 +192,26 @@ fn print_hit(out: &mut impl Write, n: usize, hit: &Hit, explain: bool) -> Result
             describe(hit.bm25),
             chunk.id
         )?;
+        // The unit whose vector found the chunk (small-to-big).
+        if let Some(unit) = chunk
+            .metadata
+            .get(kb_retrievers::UNIT_KEY)
+            .and_then(|u| u.as_str())
+        {
+            writeln!(out, "    matched «{}»", one_line(unit, 120))?;
+        }
     }
-    let text: String = chunk.text.split_whitespace().collect::<Vec<_>>().join(" ");
-    let preview: String = text.chars().take(240).collect();
-    let ellipsis = if text.chars().count() > 240 {
-        "…"
-    } else {
-        ""
-    };
-    writeln!(out, "    {preview}{ellipsis}")?;
+    writeln!(out, "    {}", one_line(&chunk.text, 240))?;
     Ok(())
+}
+
+/// `text` on one line, cut after `max` characters with an ellipsis.
+fn one_line(text: &str, max: usize) -> String {
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &flat[..cut]),
+        None => flat,
+    }
 }
 
 pub fn list(config: &Config, json: bool, out: &mut impl Write) -> Result<()> {
