@@ -23,6 +23,7 @@ mod memory;
 mod parser;
 mod prompts;
 mod rag;
+mod rerank;
 
 pub use attribution::Attributor;
 pub use citation::{CitationFilter, Verified, verify_citations};
@@ -39,3 +40,4 @@ pub use rag::{
     Answer, AnswerEvent, AnswerStream, AnswerTimings, DEFAULT_ANSWER_TOKENS,
     DEFAULT_CONTEXT_WINDOW, RagChain, Strategy, collect_answer, is_abstention,
 };
+pub use rerank::LlmReranker;

@@ -75,6 +75,7 @@ impl GlobalArgs {
             llm: self.llm.clone(),
             embedder: self.embedder.clone(),
             home: self.home.clone(),
+            retrieval: None,
         }
     }
 }
@@ -360,6 +361,11 @@ pub struct SearchArgs {
     #[arg(long)]
     pub explain: bool,
 
+    /// Reorder the best hits: none, or llm (the local model judges each passage; slow).
+    /// Default: kb.toml's [retrieval] rerank, else none
+    #[arg(long, value_name = "RERANKER")]
+    pub rerank: Option<String>,
+
     /// Print JSON
     #[arg(long)]
     pub json: bool,
@@ -548,6 +554,10 @@ Examples:
         /// hybrid, vector, bm25, or all
         #[arg(long, default_value = "all", value_name = "MODE")]
         mode: String,
+
+        /// Reorder each search's best hits: none or llm. Default: kb.toml's [retrieval] rerank
+        #[arg(long, value_name = "RERANKER")]
+        rerank: Option<String>,
 
         /// Print JSON
         #[arg(long)]

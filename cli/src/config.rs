@@ -37,9 +37,98 @@ pub struct Setting<T> {
     pub source: Source,
 }
 
+/// Which reranker reorders the best hits of a search.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RerankKind {
+    /// None: the fused order stands.
+    #[default]
+    None,
+    /// The configured local chat model, asked "does this passage answer the
+    /// question?" per passage.
+    Llm,
+}
+
+impl std::str::FromStr for RerankKind {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "none" | "off" => Ok(RerankKind::None),
+            "llm" => Ok(RerankKind::Llm),
+            other => anyhow::bail!("unknown reranker {other:?}; use none or llm"),
+        }
+    }
+}
+
+/// How search ranks: the `[retrieval]` table of `kb.toml`. The defaults are
+/// the settings that did best on kb's evaluation sets (`docs/knowledge-base.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retrieval {
+    /// Weight of the vector ranking in reciprocal-rank fusion.
+    pub vector_weight: f32,
+    /// Weight of the BM25 ranking.
+    pub bm25_weight: f32,
+    /// RRF's constant k in `weight / (k + rank)`.
+    pub rrf_k: f32,
+    /// Candidates taken from each index, as a multiple of the hits asked for.
+    pub candidates: usize,
+    /// The reranker: `none` or `llm`.
+    pub rerank: RerankKind,
+    /// How many of the best fused hits the reranker reorders.
+    pub rerank_depth: usize,
+    /// Whether a query also looks for the other language's name of the
+    /// glossary terms it contains (`张量并行` for "tensor
+    /// parallelism"), from the term pairs the documents define.
+    pub expand: bool,
+}
+
+impl Default for Retrieval {
+    fn default() -> Self {
+        let fusion = kb_retrievers::Fusion::default();
+        Retrieval {
+            vector_weight: fusion.vector_weight,
+            bm25_weight: fusion.bm25_weight,
+            rrf_k: fusion.rrf_k,
+            candidates: fusion.candidates_factor,
+            rerank: RerankKind::None,
+            rerank_depth: 10,
+            expand: true,
+        }
+    }
+}
+
+impl Retrieval {
+    /// The fusion these settings describe.
+    pub fn fusion(&self) -> kb_retrievers::Fusion {
+        kb_retrievers::Fusion {
+            rrf_k: self.rrf_k,
+            vector_weight: self.vector_weight,
+            bm25_weight: self.bm25_weight,
+            candidates_factor: self.candidates.max(1),
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        let weights = [self.vector_weight, self.bm25_weight];
+        if weights.iter().any(|w| !w.is_finite() || *w < 0.0) || weights.iter().all(|w| *w == 0.0) {
+            anyhow::bail!(
+                "retrieval weights must be finite, not negative, and not both 0 (got vector_weight = {}, bm25_weight = {})",
+                self.vector_weight,
+                self.bm25_weight
+            );
+        }
+        if !self.rrf_k.is_finite() || self.rrf_k < 0.0 {
+            anyhow::bail!("retrieval.rrf_k must be a number ≥ 0 (got {})", self.rrf_k);
+        }
+        Ok(())
+    }
+}
+
 /// One layer of settings: what a file, the environment or the flags set.
 /// These are also the keys `kb.toml` accepts.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Layer {
     /// The knowledge-base directory.
@@ -50,6 +139,8 @@ pub struct Layer {
     pub embedder: Option<String>,
     /// kb's home (the model cache is `home/models`).
     pub home: Option<PathBuf>,
+    /// How search ranks (`[retrieval]`; files only).
+    pub retrieval: Option<Retrieval>,
 }
 
 /// (key, environment variable, flag) of every setting.
@@ -69,6 +160,7 @@ impl Layer {
             llm: get("KB_LLM"),
             embedder: get("KB_EMBEDDER"),
             home: get("KB_HOME").map(PathBuf::from),
+            retrieval: None,
         }
     }
 
@@ -78,11 +170,16 @@ impl Layer {
             .with_context(|| format!("reading config file {}", path.display()))?;
         let mut layer: Layer = toml::from_str(&text).with_context(|| {
             format!(
-                "config file {} is not valid (accepted keys: {})",
+                "config file {} is not valid (accepted keys: {}, and a [retrieval] table)",
                 path.display(),
                 KEYS.map(|k| k.0).join(", ")
             )
         })?;
+        if let Some(retrieval) = &layer.retrieval {
+            retrieval
+                .check()
+                .with_context(|| format!("config file {}", path.display()))?;
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         for dir in [&mut layer.kb_dir, &mut layer.home].into_iter().flatten() {
             if dir.is_relative() {
@@ -100,6 +197,8 @@ pub struct Config {
     pub llm: Setting<String>,
     pub embedder: Setting<String>,
     pub home: Setting<PathBuf>,
+    /// How search ranks, from the file's `[retrieval]` table or the defaults.
+    pub retrieval: Setting<Retrieval>,
     /// The config file that was read, if any.
     pub file: Option<PathBuf>,
 }
@@ -196,6 +295,16 @@ impl Config {
                 path_string(file_layer.home),
                 default_home,
             )),
+            retrieval: match file_layer.retrieval {
+                Some(value) => Setting {
+                    value,
+                    source: file_source(),
+                },
+                None => Setting {
+                    value: Retrieval::default(),
+                    source: Source::Default,
+                },
+            },
             file,
         })
     }
@@ -223,6 +332,14 @@ impl Config {
                 "home",
                 self.home.value.display().to_string(),
                 &self.home.source,
+            ),
+            (
+                "retrieval",
+                toml::to_string(&self.retrieval.value)
+                    .unwrap_or_default()
+                    .trim()
+                    .replace('\n', ", "),
+                &self.retrieval.source,
             ),
         ]
     }
@@ -276,6 +393,39 @@ mod tests {
         let config = Config::load(flags, Layer::default(), None).expect("load");
         assert_eq!(config.embedder.value, "/models/bge-small-zh");
         assert_eq!(config.file, Some(dir.path().join("kb.toml")));
+    }
+
+    #[test]
+    fn the_retrieval_table_sets_fusion_and_reranking() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = write(
+            dir.path(),
+            "[retrieval]\nbm25_weight = 0.5\nrerank = \"llm\"\nrerank_depth = 6\n",
+        );
+        let config =
+            Config::load(Layer::default(), Layer::default(), Some(file.clone())).expect("load");
+        let retrieval = &config.retrieval.value;
+        assert_eq!(retrieval.bm25_weight, 0.5);
+        assert_eq!(
+            retrieval.vector_weight, 1.0,
+            "unset keys keep their default"
+        );
+        assert_eq!(retrieval.rerank, RerankKind::Llm);
+        assert_eq!(retrieval.fusion().bm25_weight, 0.5);
+        assert_eq!(config.retrieval.source, Source::File(file));
+        let shown = config.rows();
+        assert!(
+            shown
+                .iter()
+                .any(|(k, v, _)| *k == "retrieval" && v.contains("rerank_depth = 6"))
+        );
+
+        let bad = write(dir.path(), "[retrieval]\nvector_weight = -1\n");
+        let err = Config::load(Layer::default(), Layer::default(), Some(bad)).unwrap_err();
+        assert!(format!("{err:#}").contains("weights must be"), "{err:#}");
+        let typo = write(dir.path(), "[retrieval]\nrerank = \"cross\"\n");
+        let err = Config::load(Layer::default(), Layer::default(), Some(typo)).unwrap_err();
+        assert!(format!("{err:#}").contains("cross"), "{err:#}");
     }
 
     #[test]

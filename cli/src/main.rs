@@ -80,6 +80,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(EvalCommand::Retrieval {
             dataset,
             mode,
+            rerank,
             json,
         }) => {
             let modes = if mode == "all" {
@@ -91,7 +92,7 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 vec![mode.parse()?]
             };
-            commands::eval::retrieval(&config, &dataset, &modes, json, &mut out)
+            commands::eval::retrieval(&config, &dataset, &modes, rerank.as_deref(), json, &mut out)
         }
         Command::Eval(EvalCommand::Answers {
             dataset,

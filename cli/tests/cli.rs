@@ -805,3 +805,104 @@ fn agent_calls_tools_on_the_real_model_and_streams_json_steps() {
         stderr(&output)
     );
 }
+
+#[test]
+fn search_reranks_with_the_local_model_as_kb_toml_says() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let docs = work.path().join("docs");
+    synthetic_corpus(&docs, 7);
+    let kb_dir = work.path().join("kb");
+    let kb_arg = kb_dir.to_str().expect("utf-8");
+    json_of(&kb(
+        &[
+            "--kb",
+            kb_arg,
+            "ingest",
+            docs.to_str().expect("utf-8"),
+            "--json",
+        ],
+        &[],
+    ));
+    std::fs::write(
+        kb_dir.join("kb.toml"),
+        "[retrieval]\nrerank = \"llm\"\nrerank_depth = 3\nbm25_weight = 0.5\n",
+    )
+    .expect("write kb.toml");
+    let shown = stdout(&kb(&["--kb", kb_arg, "config", "show"], &[]));
+    assert!(shown.contains("rerank = \"llm\""), "{shown}");
+
+    // The real model scores the three best hits; the rest keep their place.
+    let hits = json_of(&kb(
+        &[
+            "--kb",
+            kb_arg,
+            "search",
+            "--json",
+            "-k",
+            "4",
+            "low-rank adapters",
+        ],
+        &[],
+    ));
+    let ranks: Vec<u64> = hits
+        .as_array()
+        .expect("hits")
+        .iter()
+        .filter_map(|h| h["rerank"]["rank"].as_u64())
+        .collect();
+    assert_eq!(ranks, [1, 2, 3], "{hits}");
+    assert!(hits[3].get("rerank").is_none(), "{hits}");
+    let scores: Vec<f64> = hits
+        .as_array()
+        .expect("hits")
+        .iter()
+        .filter_map(|h| h["rerank"]["score"].as_f64())
+        .collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+
+    // The flag wins over the file; a bad name says what to use.
+    let plain = json_of(&kb(
+        &[
+            "--kb", kb_arg, "search", "--json", "--rerank", "none", "LoRA",
+        ],
+        &[],
+    ));
+    assert!(plain[0].get("rerank").is_none(), "{plain}");
+    let bad = kb(&["--kb", kb_arg, "search", "--rerank", "bert", "LoRA"], &[]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("use none or llm"), "{}", stderr(&bad));
+
+    // Evaluation reports the reranker and the time per search.
+    let dataset = work.path().join("dev.jsonl");
+    std::fs::write(
+        &dataset,
+        r#"{"id": "r1", "question": "What do low-rank adapters train?", "evidence": ["LoRA trains"]}"#,
+    )
+    .expect("write");
+    let report = json_of(&kb(
+        &[
+            "--kb",
+            kb_arg,
+            "eval",
+            "retrieval",
+            "--mode",
+            "hybrid",
+            "--json",
+            "--dataset",
+            dataset.to_str().expect("utf-8"),
+        ],
+        &[],
+    ));
+    assert!(
+        report["reranker"]
+            .as_str()
+            .expect("reranker")
+            .starts_with("llm:"),
+        "{report}"
+    );
+    assert!(report["modes"][0]["latency_ms_p50"].as_f64().expect("p50") > 0.0);
+    assert_eq!(
+        report["modes"][0]["overall"]["recall_at_10"], 1.0,
+        "{report}"
+    );
+}

@@ -10,7 +10,7 @@
 //! - [`Message`] and [`Role`]: a conversation; [`GenerateOptions`] says how to
 //!   decode, [`ChatResponse`] and [`ChatEvent`] are what comes back.
 //! - The traits the engines implement: [`ChatModel`], [`Embedder`],
-//!   [`Retriever`], [`VectorStore`], [`Tool`].
+//!   [`Retriever`], [`Reranker`], [`VectorStore`], [`Tool`].
 //! - [`Runnable`] and [`Runnable::pipe`]: typed composition,
 //!   `prompt.pipe(model).pipe(parser)`.
 //! - [`PromptTemplate`], [`ChatPromptTemplate`], [`FewShotPromptTemplate`]:
@@ -62,6 +62,7 @@ mod generate;
 mod message;
 pub mod models;
 mod prompt;
+mod reranker;
 mod retriever;
 mod runnable;
 mod tool;
@@ -81,6 +82,7 @@ pub use prompt::{
     ChatPromptTemplate, FewShotPromptTemplate, FewShotPromptTemplateBuilder, PromptTemplate,
     PromptValue,
 };
+pub use reranker::Reranker;
 pub use retriever::Retriever;
 pub use runnable::{
     BoundModel, Chunks, IntoRunnable, IsChatModel, IsRunnable, OutputStream, Pipe, Runnable,

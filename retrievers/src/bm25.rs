@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 const TOKENIZER: &str = "kb_jieba";
 
 /// jieba's dictionary, loaded once per process.
-fn jieba() -> &'static Jieba {
+pub(crate) fn jieba() -> &'static Jieba {
     static JIEBA: OnceLock<Jieba> = OnceLock::new();
     JIEBA.get_or_init(Jieba::new)
 }
@@ -311,6 +311,25 @@ impl Bm25Index {
             }
             limit *= 4;
         }
+    }
+
+    /// Every chunk in the index, in no particular order.
+    pub fn chunks(&self) -> Result<Vec<Chunk>> {
+        let searcher = self.reader.searcher();
+        let mut chunks = Vec::with_capacity(searcher.num_docs() as usize);
+        for segment in searcher.segment_readers() {
+            let store = segment
+                .get_store_reader(16)
+                .map_err(|e| index_error(&self.dir, e))?;
+            for doc in segment.doc_ids_alive() {
+                let doc: TantivyDocument = store.get(doc).map_err(|e| index_error(&self.dir, e))?;
+                if let Some(stored) = doc.get_first(self.fields.chunk).and_then(|v| v.as_str()) {
+                    chunks
+                        .push(serde_json::from_str(stored).map_err(|e| index_error(&self.dir, e))?);
+                }
+            }
+        }
+        Ok(chunks)
     }
 }
 

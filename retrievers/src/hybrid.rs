@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use kb_core::{Embedder, Filter, Retriever, ScoredChunk};
+use kb_core::{Chunk, Embedder, Filter, Reranker, Retriever, ScoredChunk};
 use serde::{Deserialize, Serialize};
 
 use crate::bm25::Bm25Index;
+use crate::glossary::Glossary;
 use crate::vectors::EdgeStore;
 
 /// Which indexes a search uses.
@@ -62,6 +63,10 @@ pub struct Hit {
     pub vector: Option<Rank>,
     /// Its rank among the BM25 candidates, if it was one.
     pub bm25: Option<Rank>,
+    /// Its rank and score by the reranker, when one reordered the best hits
+    /// (the hits are then in the reranker's order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerank: Option<Rank>,
 }
 
 /// How [`HybridRetriever`] fuses.
@@ -172,6 +177,27 @@ pub struct HybridRetriever {
     vector: VectorRetriever,
     bm25: Bm25Retriever,
     fusion: Fusion,
+    rerank: Option<Rerank>,
+    glossary: Option<Arc<Glossary>>,
+}
+
+/// A reranker and how many of the best hits it reorders.
+#[derive(Clone)]
+pub struct Rerank {
+    /// Scores query–passage pairs.
+    pub reranker: Arc<dyn Reranker>,
+    /// How many of the first hits it scores; the rest keep their order
+    /// after them. Its cost grows with this: each is one model call.
+    pub depth: usize,
+}
+
+impl std::fmt::Debug for Rerank {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rerank")
+            .field("reranker", &self.reranker.name())
+            .field("depth", &self.depth)
+            .finish()
+    }
 }
 
 impl HybridRetriever {
@@ -181,7 +207,42 @@ impl HybridRetriever {
             vector,
             bm25,
             fusion,
+            rerank: None,
+            glossary: None,
         }
+    }
+
+    /// Adds to each query the other language's name of the `glossary` terms
+    /// it contains.
+    pub fn with_glossary(mut self, glossary: Option<Arc<Glossary>>) -> Self {
+        self.glossary = glossary;
+        self
+    }
+
+    /// `query` with the glossary's additions: both indexes search with it
+    /// (on kb's held-out questions, the multilingual embedder also gains from
+    /// the added terms).
+    fn expanded(&self, query: &str) -> String {
+        let added = self.expansion(query);
+        if added.is_empty() {
+            query.to_string()
+        } else {
+            format!("{query} {}", added.join(" "))
+        }
+    }
+
+    /// The terms the glossary adds to `query`.
+    pub fn expansion(&self, query: &str) -> Vec<String> {
+        self.glossary
+            .as_ref()
+            .map(|g| g.expand(query))
+            .unwrap_or_default()
+    }
+
+    /// Reorders the best hits of every search with `rerank`.
+    pub fn with_rerank(mut self, rerank: Option<Rerank>) -> Self {
+        self.rerank = rerank;
+        self
     }
 
     /// Only chunks `filter` accepts.
@@ -191,8 +252,25 @@ impl HybridRetriever {
         self
     }
 
-    /// The `k` best hits with their rank in each index.
+    /// The `k` best hits with their rank in each index, reordered by the
+    /// reranker when there is one.
     pub async fn search(
+        &self,
+        query: &str,
+        k: usize,
+        mode: SearchMode,
+    ) -> kb_core::Result<Vec<Hit>> {
+        let Some(rerank) = &self.rerank else {
+            return self.first_stage(query, k, mode).await;
+        };
+        let hits = self.first_stage(query, k.max(rerank.depth), mode).await?;
+        let mut hits = rerank_hits(rerank.reranker.as_ref(), query, hits, rerank.depth).await?;
+        hits.truncate(k);
+        Ok(hits)
+    }
+
+    /// The `k` best hits of the indexes, fused in hybrid mode.
+    async fn first_stage(
         &self,
         query: &str,
         k: usize,
@@ -213,19 +291,63 @@ impl HybridRetriever {
                         scored,
                         vector: if vector { rank } else { None },
                         bm25: if vector { None } else { rank },
+                        rerank: None,
                     }
                 })
                 .collect()
         };
+        let query = self.expanded(query);
         match mode {
-            SearchMode::Vector => return Ok(single(self.vector.retrieve(query, k).await?, true)),
-            SearchMode::Bm25 => return Ok(single(self.bm25.retrieve(query, k).await?, false)),
+            SearchMode::Vector => return Ok(single(self.vector.retrieve(&query, k).await?, true)),
+            SearchMode::Bm25 => return Ok(single(self.bm25.retrieve(&query, k).await?, false)),
             SearchMode::Hybrid => {}
         }
-        let vector_hits = self.vector.retrieve(query, candidates).await?;
-        let bm25_hits = self.bm25.retrieve(query, candidates).await?;
+        let vector_hits = self.vector.retrieve(&query, candidates).await?;
+        let bm25_hits = self.bm25.retrieve(&query, candidates).await?;
         Ok(fuse(vector_hits, bm25_hits, &self.fusion, k))
     }
+}
+
+/// Scores the first `depth` hits with `reranker` and puts them in its order
+/// (ties keep the first stage's order); the hits after them keep theirs.
+pub async fn rerank_hits(
+    reranker: &dyn Reranker,
+    query: &str,
+    mut hits: Vec<Hit>,
+    depth: usize,
+) -> kb_core::Result<Vec<Hit>> {
+    let depth = depth.min(hits.len());
+    if depth == 0 {
+        return Ok(hits);
+    }
+    let chunks: Vec<Chunk> = hits[..depth]
+        .iter()
+        .map(|h| h.scored.chunk.clone())
+        .collect();
+    let scores = reranker.score(query, &chunks).await?;
+    if scores.len() != depth {
+        return Err(kb_core::Error::Retrieval(format!(
+            "reranker {} gave {} scores for {depth} passages",
+            reranker.name(),
+            scores.len()
+        )));
+    }
+    let mut head: Vec<(Hit, f32)> = hits.drain(..depth).zip(scores).collect();
+    head.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut reranked: Vec<Hit> = head
+        .into_iter()
+        .enumerate()
+        .map(|(i, (mut hit, score))| {
+            hit.rerank = Some(Rank {
+                rank: i + 1,
+                score,
+                contribution: None,
+            });
+            hit
+        })
+        .collect();
+    reranked.append(&mut hits);
+    Ok(reranked)
 }
 
 /// Weighted reciprocal-rank fusion of two rankings, deduplicated by chunk id.
@@ -260,6 +382,7 @@ pub fn fuse(
                     },
                     vector: None,
                     bm25: None,
+                    rerank: None,
                 }
             });
             let slot = if is_vector {
@@ -341,5 +464,67 @@ mod tests {
             2,
         );
         assert_eq!(weighted[0].scored.chunk.doc_id, "d");
+    }
+
+    /// Scores passages by their length: a stand-in for a model.
+    struct Longest;
+
+    #[async_trait]
+    impl Reranker for Longest {
+        fn name(&self) -> &str {
+            "longest"
+        }
+        async fn score(&self, _: &str, chunks: &[Chunk]) -> kb_core::Result<Vec<f32>> {
+            Ok(chunks.iter().map(|c| c.text.len() as f32).collect())
+        }
+    }
+
+    fn hit(text: &str) -> Hit {
+        Hit {
+            scored: scored(text, 0.0),
+            vector: None,
+            bm25: None,
+            rerank: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_reranker_orders_the_first_hits_and_leaves_the_rest() {
+        let hits = ["a", "ccc", "bb", "dddd"].map(hit).to_vec();
+        let reranked = rerank_hits(&Longest, "q", hits, 3).await.expect("rerank");
+        let order: Vec<&str> = reranked
+            .iter()
+            .map(|h| h.scored.chunk.text.as_str())
+            .collect();
+        // The first three by length, then "dddd" where it was, though longer.
+        assert_eq!(order, ["ccc", "bb", "a", "dddd"]);
+        assert_eq!(
+            reranked[0].rerank.map(|r| (r.rank, r.score)),
+            Some((1, 3.0))
+        );
+        assert_eq!(reranked[3].rerank, None);
+        // Depth beyond the hits, and depth 0.
+        let all = rerank_hits(&Longest, "q", ["a", "bb"].map(hit).to_vec(), 10).await;
+        assert_eq!(all.expect("rerank")[0].scored.chunk.text, "bb");
+        let none = rerank_hits(&Longest, "q", ["a", "bb"].map(hit).to_vec(), 0).await;
+        assert_eq!(none.expect("rerank")[0].scored.chunk.text, "a");
+    }
+
+    #[tokio::test]
+    async fn a_reranker_that_loses_scores_is_an_error() {
+        struct Short;
+        #[async_trait]
+        impl Reranker for Short {
+            fn name(&self) -> &str {
+                "short"
+            }
+            async fn score(&self, _: &str, _: &[Chunk]) -> kb_core::Result<Vec<f32>> {
+                Ok(vec![1.0])
+            }
+        }
+        let err = rerank_hits(&Short, "q", ["a", "b"].map(hit).to_vec(), 2)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("gave 1 scores for 2"), "{err}");
     }
 }

@@ -19,7 +19,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kb_core::{Chunk, Document, Embedder, Filter};
@@ -28,7 +28,10 @@ use sha2::{Digest, Sha256};
 
 use crate::bm25::Bm25Index;
 use crate::error::{Error, Result};
-use crate::hybrid::{Bm25Retriever, Fusion, Hit, HybridRetriever, SearchMode, VectorRetriever};
+use crate::glossary::{self, Glossary, TermPair};
+use crate::hybrid::{
+    Bm25Retriever, Fusion, Hit, HybridRetriever, Rerank, SearchMode, VectorRetriever,
+};
 use crate::loader::{DirectoryLoader, FileEntry, Skipped};
 use crate::manifest::{FileRecord, Manifest};
 use crate::splitter::{MarkdownSplitter, RecursiveSplitter};
@@ -156,6 +159,8 @@ pub struct Stats {
     pub unit_vectors: usize,
     /// Chunks in the BM25 index.
     pub bm25_chunks: usize,
+    /// Bilingual term pairs in the glossary (see [`glossary`](crate::glossary)).
+    pub glossary_terms: usize,
     /// Bytes on disk.
     pub disk_bytes: u64,
 }
@@ -164,6 +169,8 @@ pub struct Stats {
 struct FileWork {
     record: FileRecord,
     chunks: Vec<Chunk>,
+    /// The term pairs its chunks define.
+    terms: Vec<TermPair>,
     old_ids: Vec<String>,
     is_new: bool,
 }
@@ -177,6 +184,10 @@ pub struct KnowledgeBase {
     bm25: Arc<Bm25Index>,
     embedder: Arc<dyn Embedder>,
     fusion: Fusion,
+    rerank: Option<Rerank>,
+    /// The term pairs of its files, for cross-language query expansion.
+    glossary: RwLock<Arc<Glossary>>,
+    expand_queries: bool,
     writable: bool,
     _lock: File,
 }
@@ -273,6 +284,7 @@ impl KnowledgeBase {
         }
         let vectors = Arc::new(EdgeStore::open(&dir.join("vectors"), dimension)?);
         let bm25 = Arc::new(Bm25Index::open(&dir.join("bm25"))?);
+        let glossary = load_glossary(&manifest, &bm25, access != Access::Read)?;
         let root = dir
             .canonicalize()
             .map_err(io("resolving", dir))?
@@ -287,6 +299,9 @@ impl KnowledgeBase {
             bm25,
             embedder,
             fusion: Fusion::default(),
+            rerank: None,
+            glossary: RwLock::new(Arc::new(glossary)),
+            expand_queries: true,
             writable: access != Access::Read,
             _lock: lock,
         };
@@ -311,6 +326,35 @@ impl KnowledgeBase {
     /// Sets how hybrid search fuses its two rankings.
     pub fn set_fusion(&mut self, fusion: Fusion) {
         self.fusion = fusion;
+    }
+
+    /// Whether searches add the other language's name of the glossary terms
+    /// a query contains (on by default; see [`glossary`](crate::glossary)).
+    pub fn set_query_expansion(&mut self, on: bool) {
+        self.expand_queries = on;
+    }
+
+    /// The term pairs the knowledge base's files define.
+    pub fn glossary(&self) -> Arc<Glossary> {
+        match self.glossary.read() {
+            Ok(glossary) => glossary.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn reload_glossary(&self) -> Result<()> {
+        let fresh = Arc::new(Glossary::new(self.manifest()?.terms()?));
+        match self.glossary.write() {
+            Ok(mut glossary) => *glossary = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        Ok(())
+    }
+
+    /// Sets the reranker that reorders the best hits of every search (none
+    /// by default).
+    pub fn set_rerank(&mut self, rerank: Option<Rerank>) {
+        self.rerank = rerank;
     }
 
     fn manifest(&self) -> Result<MutexGuard<'_, Manifest>> {
@@ -456,6 +500,10 @@ impl KnowledgeBase {
                     chunk_ids: chunks.iter().map(|c| c.id.clone()).collect(),
                     ingested_at: now(),
                 },
+                terms: chunks
+                    .iter()
+                    .flat_map(|c| glossary::mine(&c.text))
+                    .collect(),
                 chunks,
                 old_ids: existing
                     .as_ref()
@@ -552,7 +600,12 @@ impl KnowledgeBase {
         self.bm25.commit()?;
         self.vectors.flush();
         let records: Vec<FileRecord> = batch.iter().map(|w| w.record.clone()).collect();
-        self.manifest()?.commit_change(&records)?;
+        let terms: Vec<(String, TermPair)> = batch
+            .iter()
+            .flat_map(|w| w.terms.iter().map(|t| (w.record.source.clone(), t.clone())))
+            .collect();
+        self.manifest()?.commit_change(&records, &terms)?;
+        self.reload_glossary()?;
 
         for work in &batch {
             if work.is_new {
@@ -594,7 +647,8 @@ impl KnowledgeBase {
         self.bm25.delete(&ids)?;
         self.bm25.commit()?;
         self.vectors.flush();
-        self.manifest()?.commit_change(&[])?;
+        self.manifest()?.commit_change(&[], &[])?;
+        self.reload_glossary()?;
         Ok((found.len(), ids.len()))
     }
 
@@ -618,6 +672,7 @@ impl KnowledgeBase {
             vectors: self.vectors.count_blocking() - units,
             unit_vectors: units,
             bm25_chunks: self.bm25.count(),
+            glossary_terms: self.glossary().len(),
             disk_bytes: disk_usage(&self.dir),
         })
     }
@@ -635,6 +690,8 @@ impl KnowledgeBase {
             Bm25Retriever::new(self.bm25.clone()),
             self.fusion,
         )
+        .with_rerank(self.rerank.clone())
+        .with_glossary(self.expand_queries.then(|| self.glossary()))
         .with_filter(filter)
     }
 
@@ -648,6 +705,36 @@ impl KnowledgeBase {
     ) -> kb_core::Result<Vec<Hit>> {
         self.retriever(filter.cloned()).search(query, k, mode).await
     }
+}
+
+/// The glossary recorded in the manifest. A knowledge base built before
+/// glossaries existed gets one mined from its stored chunks, kept when it is
+/// opened for writing.
+fn load_glossary(manifest: &Manifest, bm25: &Bm25Index, writable: bool) -> Result<Glossary> {
+    const MINED: &str = "glossary";
+    if manifest.meta(MINED)?.is_some() {
+        return Ok(Glossary::new(manifest.terms()?));
+    }
+    let terms: Vec<(String, TermPair)> = bm25
+        .chunks()?
+        .iter()
+        .flat_map(|chunk| {
+            let source = chunk
+                .metadata
+                .get("source")
+                .and_then(|s| s.as_str())
+                .unwrap_or(&chunk.doc_id)
+                .to_string();
+            glossary::mine(&chunk.text)
+                .into_iter()
+                .map(move |pair| (source.clone(), pair))
+        })
+        .collect();
+    if writable {
+        manifest.add_terms(&terms)?;
+        manifest.set_meta(MINED, "1")?;
+    }
+    Ok(Glossary::new(terms.into_iter().map(|(_, pair)| pair)))
 }
 
 /// The units of each chunk as (chunk index, unit number, text to embed):

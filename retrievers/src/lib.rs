@@ -10,6 +10,8 @@
 //! - [`MarkdownSplitter`] splits at headings first and records each chunk's
 //!   heading path (`# Guide > ## Install`).
 //! - [`Split`] is a chunk of text with its byte span in the document.
+//! - [`glossary`] collects the bilingual terms a corpus defines
+//!   (`张量并行 (Tensor Parallelism)`) to search across languages.
 //!
 //! ```
 //! use kb_retrievers::RecursiveSplitter;
@@ -19,6 +21,7 @@
 
 mod bm25;
 mod error;
+pub mod glossary;
 mod hybrid;
 mod knowledge_base;
 mod loader;
@@ -29,7 +32,8 @@ mod vectors;
 pub use bm25::{Bm25Index, bm25_terms};
 pub use error::{Error, Result};
 pub use hybrid::{
-    Bm25Retriever, Fusion, Hit, HybridRetriever, Rank, SearchMode, VectorRetriever, fuse,
+    Bm25Retriever, Fusion, Hit, HybridRetriever, Rank, Rerank, SearchMode, VectorRetriever, fuse,
+    rerank_hits,
 };
 pub use knowledge_base::{
     Access, DEFAULT_UNIT_SIZE, IngestOptions, IngestReport, KnowledgeBase, Progress, Stats,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::{Error, Result};
+use crate::glossary::TermPair;
 
 /// A file as the manifest records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +62,12 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 CREATE INDEX IF NOT EXISTS chunks_by_id ON chunks(id);
 CREATE TABLE IF NOT EXISTS pending (id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS terms (
+    source TEXT NOT NULL,
+    latin TEXT NOT NULL,
+    cjk TEXT NOT NULL,
+    PRIMARY KEY (source, latin, cjk)
+);
 ";
 
 impl Manifest {
@@ -233,17 +240,26 @@ impl Manifest {
             let mut chunks = tx
                 .prepare_cached("DELETE FROM chunks WHERE source = ?1")
                 .map_err(error)?;
+            let mut terms = tx
+                .prepare_cached("DELETE FROM terms WHERE source = ?1")
+                .map_err(error)?;
             for source in sources {
                 files.execute([source]).map_err(error)?;
                 chunks.execute([source]).map_err(error)?;
+                terms.execute([source]).map_err(error)?;
             }
         }
         tx.commit().map_err(error)
     }
 
-    /// Step two, after the indexes hold the new state: records the files and
-    /// their chunks, and clears the pending ids, in one transaction.
-    pub fn commit_change(&mut self, files: &[FileRecord]) -> Result<()> {
+    /// Step two, after the indexes hold the new state: records the files,
+    /// their chunks and the term pairs found in them (`(source, pair)`), and
+    /// clears the pending ids, in one transaction.
+    pub fn commit_change(
+        &mut self,
+        files: &[FileRecord],
+        terms: &[(String, TermPair)],
+    ) -> Result<()> {
         let path = self.path.clone();
         let error = |e: rusqlite::Error| Error::Manifest {
             path: path.clone(),
@@ -277,6 +293,16 @@ impl Manifest {
                     insert_chunk.execute([id, &f.source]).map_err(error)?;
                 }
             }
+            let mut insert_term = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO terms (source, latin, cjk) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(error)?;
+            for (source, pair) in terms {
+                insert_term
+                    .execute([source, &pair.latin, &pair.cjk])
+                    .map_err(error)?;
+            }
             tx.execute("DELETE FROM pending", []).map_err(error)?;
         }
         tx.commit().map_err(error)
@@ -289,6 +315,39 @@ impl Manifest {
             "SELECT id FROM pending WHERE id NOT IN (SELECT id FROM chunks)",
             [],
         )
+    }
+
+    /// Records term pairs (`(source, pair)`) outside a change: for a
+    /// knowledge base built before term pairs were kept.
+    pub fn add_terms(&self, terms: &[(String, TermPair)]) -> Result<()> {
+        let mut statement = self
+            .connection
+            .prepare_cached("INSERT OR IGNORE INTO terms (source, latin, cjk) VALUES (?1, ?2, ?3)")
+            .map_err(|e| self.error(e))?;
+        for (source, pair) in terms {
+            statement
+                .execute([source, &pair.latin, &pair.cjk])
+                .map_err(|e| self.error(e))?;
+        }
+        Ok(())
+    }
+
+    /// Every term pair of the knowledge base's files.
+    pub fn terms(&self) -> Result<Vec<TermPair>> {
+        let mut statement = self
+            .connection
+            .prepare_cached("SELECT DISTINCT latin, cjk FROM terms")
+            .map_err(|e| self.error(e))?;
+        let rows = statement
+            .query_map([], |r| {
+                Ok(TermPair {
+                    latin: r.get(0)?,
+                    cjk: r.get(1)?,
+                })
+            })
+            .map_err(|e| self.error(e))?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.error(e))
     }
 
     /// Whether an interrupted change left pending ids.

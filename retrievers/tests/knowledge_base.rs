@@ -366,3 +366,71 @@ async fn units_lead_to_their_chunk_and_go_with_it() {
     let stats = kb.stats().expect("stats");
     assert_eq!((stats.vectors, stats.unit_vectors), (0, 0), "{stats:?}");
 }
+
+#[tokio::test]
+async fn the_glossary_connects_an_english_query_to_chinese_notes() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let docs = work.path().join("docs");
+    write(
+        &docs,
+        "glossary.txt",
+        "分布式训练有两种方式：张量并行 (Tensor Parallelism) 把一层切开。".as_bytes(),
+    );
+    write(
+        &docs,
+        "plain.txt",
+        "张量并行把某一个层做切分，放置到不同设备之上。".as_bytes(),
+    );
+    write(
+        &docs,
+        "other.txt",
+        "The layer is split across devices in this English note about sharding.".as_bytes(),
+    );
+    let dir = work.path().join(".kb");
+    let mut kb = KnowledgeBase::open(&dir, embedder(), Access::Write).expect("open");
+    ingest(&kb, &docs, false).await;
+    assert_eq!(kb.glossary().len(), 1);
+
+    // BM25 alone cannot connect "tensor parallelism" with plain.txt; the
+    // glossary adds 张量并行 to the query.
+    let query = "How does tensor parallelism work?";
+    assert_eq!(kb.retriever(None).expansion(query), ["张量并行"]);
+    let sources = |hits: &[kb_retrievers::Hit]| -> Vec<String> {
+        hits.iter()
+            .map(|h| {
+                h.scored.chunk.metadata["source"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect()
+    };
+    let hits = kb
+        .search(query, 5, None, SearchMode::Bm25)
+        .await
+        .expect("search");
+    assert!(
+        sources(&hits).contains(&"docs/plain.txt".to_string()),
+        "{:?}",
+        sources(&hits)
+    );
+    kb.set_query_expansion(false);
+    let hits = kb
+        .search(query, 5, None, SearchMode::Bm25)
+        .await
+        .expect("search");
+    assert!(
+        !sources(&hits).contains(&"docs/plain.txt".to_string()),
+        "{:?}",
+        sources(&hits)
+    );
+
+    // The pair goes with its file, and comes back from the manifest.
+    kb.delete(&["docs/glossary.txt".to_string()])
+        .expect("delete");
+    assert!(kb.glossary().is_empty());
+    ingest(&kb, &docs, false).await;
+    drop(kb);
+    let kb = KnowledgeBase::open(&dir, embedder(), Access::Read).expect("reopen");
+    assert_eq!(kb.glossary().len(), 1);
+}

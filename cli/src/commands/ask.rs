@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::args::RagArgs;
 use crate::commands::argument_or_stdin;
 use crate::commands::generate::load_options;
-use crate::commands::kb::{open, parse_filter, runtime};
+use crate::commands::kb::{open, parse_filter, rerank, runtime};
 use crate::config::Config;
 
 /// The configured chat model, local or remote.
@@ -51,8 +51,9 @@ pub fn open_if_present(config: &Config) -> Result<Option<KnowledgeBase>> {
     }
 }
 
-/// The RAG chain `args` describe over `kb`.
+/// The RAG chain `args` describe over `kb`, reranking as configured.
 pub fn rag_chain(
+    config: &Config,
     kb: &KnowledgeBase,
     model: Arc<dyn ChatModel>,
     args: &RagArgs,
@@ -66,7 +67,10 @@ pub fn rag_chain(
     if let Some(path) = &args.prompt {
         prompts = prompts.with_user_file(path)?;
     }
-    Ok(RagChain::new(Arc::new(kb.retriever(filter)), model)
+    let retriever = kb
+        .retriever(filter)
+        .with_rerank(rerank(config, None, Some(model.clone()))?);
+    Ok(RagChain::new(Arc::new(retriever), model)
         .k(args.k)
         .strategy(strategy)
         .prompts(prompts)
@@ -103,7 +107,7 @@ pub fn ask(config: &Config, request: &AskRequest, out: &mut impl Write) -> Resul
     let Some(kb) = kb else {
         return rt.block_on(plain_answer(model.as_ref(), &question, request, out));
     };
-    let chain = rag_chain(&kb, model, args)?;
+    let chain = rag_chain(config, &kb, model, args)?;
     rt.block_on(async {
         let stream = chain.stream(&question).await?;
         let answer = render(stream, request.json, args.show_context, out).await?;
@@ -294,7 +298,7 @@ pub fn chat(
     let rt = runtime()?;
     let conversation = match &kb {
         Some(kb) => Some(ConversationalRagChain::new(
-            rag_chain(kb, model.clone(), args)?,
+            rag_chain(config, kb, model.clone(), args)?,
             WindowMemory::new(history),
         )),
         None => None,

@@ -4,12 +4,13 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::Path;
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use kb_retrievers::{Access, SearchMode};
 use serde::{Deserialize, Serialize};
 
-use crate::commands::kb::{open, runtime};
+use crate::commands::kb::{open, rerank, runtime};
 use crate::config::Config;
 
 /// One question of the dataset (other fields are ignored).
@@ -80,6 +81,11 @@ struct ModeReport {
     overall: Metrics,
     by_kind: BTreeMap<String, Metrics>,
     misses: Vec<String>,
+    /// Median time of one search (query embedding, both indexes, fusion,
+    /// reranking), in milliseconds.
+    latency_ms_p50: f64,
+    /// The slowest search, in milliseconds.
+    latency_ms_max: f64,
 }
 
 fn normalize(text: &str) -> String {
@@ -90,6 +96,7 @@ pub fn retrieval(
     config: &Config,
     dataset: &Path,
     modes: &[SearchMode],
+    rerank_flag: Option<&str>,
     json: bool,
     out: &mut impl Write,
 ) -> Result<()> {
@@ -100,15 +107,23 @@ pub fn retrieval(
     if items.is_empty() {
         bail!("{} has no question with evidence", dataset.display());
     }
-    let kb = open(config, Access::Read)?;
+    let mut kb = open(config, Access::Read)?;
+    let reranker = rerank(config, rerank_flag, None)?;
+    let reranker_name = reranker.as_ref().map(|r| r.reranker.name().to_string());
+    kb.set_rerank(reranker);
     let rt = runtime()?;
+    // One search first, so that model loading and cold caches are not timed.
+    rt.block_on(kb.search(&items[0].question, 10, None, SearchMode::Hybrid))?;
     let mut reports = Vec::new();
     for &mode in modes {
         let mut overall = Metrics::default();
         let mut by_kind: BTreeMap<String, Metrics> = BTreeMap::new();
         let mut misses = Vec::new();
+        let mut latencies = Vec::with_capacity(items.len());
         for item in &items {
+            let started = Instant::now();
             let hits = rt.block_on(kb.search(&item.question, 10, None, mode))?;
+            latencies.push(started.elapsed().as_secs_f64() * 1e3);
             let evidence: Vec<String> = item
                 .evidence
                 .iter()
@@ -135,11 +150,14 @@ pub fn retrieval(
                 .or_default()
                 .add(rank);
         }
+        latencies.sort_by(f64::total_cmp);
         reports.push(ModeReport {
             mode,
             overall: overall.finish(),
             by_kind: by_kind.into_iter().map(|(k, m)| (k, m.finish())).collect(),
             misses,
+            latency_ms_p50: latencies[latencies.len() / 2],
+            latency_ms_max: latencies.last().copied().unwrap_or(0.0),
         });
     }
     if json {
@@ -150,6 +168,7 @@ pub fn retrieval(
                 "questions": items.len(),
                 "skipped_without_evidence": skipped,
                 "embedder": kb.embedder().id(),
+                "reranker": reranker_name,
                 "modes": reports,
             }),
         )?;
@@ -158,10 +177,11 @@ pub fn retrieval(
     }
     writeln!(
         out,
-        "{} questions ({} without evidence skipped), embedder {}",
+        "{} questions ({} without evidence skipped), embedder {}, reranker {}",
         items.len(),
         skipped,
-        kb.embedder().id()
+        kb.embedder().id(),
+        reranker_name.as_deref().unwrap_or("none")
     )?;
     writeln!(
         out,
@@ -184,6 +204,11 @@ pub fn retrieval(
         if !report.misses.is_empty() {
             writeln!(out, "{:<8} misses: {}", mode, report.misses.join(", "))?;
         }
+        writeln!(
+            out,
+            "{:<8} latency per search: p50 {:.1} ms, max {:.1} ms",
+            mode, report.latency_ms_p50, report.latency_ms_max
+        )?;
     }
     Ok(())
 }
@@ -264,7 +289,7 @@ pub fn answers(
     }
     let kb = open(config, Access::Read)?;
     let model = crate::commands::ask::chat_model(config, rag.decoding.threads)?;
-    let chain = crate::commands::ask::rag_chain(&kb, model.clone(), rag)?;
+    let chain = crate::commands::ask::rag_chain(config, &kb, model.clone(), rag)?;
     let rt = runtime()?;
     let bar = if json {
         indicatif::ProgressBar::hidden()

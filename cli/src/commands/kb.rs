@@ -6,16 +6,18 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use kb_core::Filter;
+use kb_chains::LlmReranker;
+use kb_core::{ChatModel, Filter, Reranker};
 use kb_retrievers::{
-    Access, DirectoryLoader, Hit, IngestOptions, KnowledgeBase, Progress, SearchMode,
+    Access, DirectoryLoader, Hit, IngestOptions, KnowledgeBase, Progress, Rerank, SearchMode,
 };
 use serde_json::json;
 
 use crate::args::{IngestArgs, SearchArgs};
+use crate::commands::ask::chat_model;
 use crate::commands::embed::load_embedder;
 use crate::commands::human_size;
-use crate::config::Config;
+use crate::config::{Config, RerankKind};
 
 /// A tokio runtime for the library's async API.
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -24,12 +26,43 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Opens the configured knowledge base.
+/// Opens the configured knowledge base, searching with the configured fusion.
 pub fn open(config: &Config, access: Access) -> Result<KnowledgeBase> {
     let embedder = load_embedder(config)?;
     let dir = &config.kb_dir.value;
-    KnowledgeBase::open(dir, Arc::new(embedder), access)
-        .with_context(|| format!("opening the knowledge base {}", dir.display()))
+    let mut kb = KnowledgeBase::open(dir, Arc::new(embedder), access)
+        .with_context(|| format!("opening the knowledge base {}", dir.display()))?;
+    kb.set_fusion(config.retrieval.value.fusion());
+    kb.set_query_expansion(config.retrieval.value.expand);
+    Ok(kb)
+}
+
+/// The reranker a command uses: `flag` (`--rerank`) if given, else the
+/// configuration's. The LLM reranker uses `model` when the command already
+/// loaded one, else the configured local model.
+pub fn rerank(
+    config: &Config,
+    flag: Option<&str>,
+    model: Option<Arc<dyn ChatModel>>,
+) -> Result<Option<Rerank>> {
+    let kind = match flag {
+        Some(flag) => flag.parse()?,
+        None => config.retrieval.value.rerank,
+    };
+    let reranker: Arc<dyn Reranker> = match kind {
+        RerankKind::None => return Ok(None),
+        RerankKind::Llm => {
+            let model = match model {
+                Some(model) => model,
+                None => chat_model(config, None)?,
+            };
+            Arc::new(LlmReranker::new(model))
+        }
+    };
+    Ok(Some(Rerank {
+        reranker,
+        depth: config.retrieval.value.rerank_depth,
+    }))
 }
 
 pub fn ingest(config: &Config, request: &IngestArgs, out: &mut impl Write) -> Result<()> {
@@ -140,12 +173,23 @@ pub fn search(config: &Config, request: &SearchArgs, out: &mut impl Write) -> Re
         bail!("the query is empty");
     }
     let filter = parse_filter(request.filter.as_deref())?;
-    let kb = open(config, Access::Read)?;
+    let mut kb = open(config, Access::Read)?;
+    kb.set_rerank(rerank(config, request.rerank.as_deref(), None)?);
     let hits = runtime()?.block_on(kb.search(&request.query, request.k, filter.as_ref(), mode))?;
     if request.json {
         serde_json::to_writer_pretty(&mut *out, &hits)?;
         writeln!(out)?;
         return Ok(());
+    }
+    if request.explain {
+        let added = kb.retriever(None).expansion(&request.query);
+        if !added.is_empty() {
+            writeln!(
+                out,
+                "the query also looks for: {} (from the glossary)",
+                added.join(", ")
+            )?;
+        }
     }
     if hits.is_empty() {
         writeln!(out, "no results")?;
@@ -185,9 +229,13 @@ fn print_hit(out: &mut impl Write, n: usize, hit: &Hit, explain: bool) -> Result
             })
             .unwrap_or_else(|| "–".into())
         };
+        let reranked = hit
+            .rerank
+            .map(|r| format!("   rerank #{} ({:.3})", r.rank, r.score))
+            .unwrap_or_default();
         writeln!(
             out,
-            "    vector {}   bm25 {}   chunk {}",
+            "    vector {}   bm25 {}{reranked}   chunk {}",
             describe(hit.vector),
             describe(hit.bm25),
             chunk.id
@@ -299,6 +347,7 @@ pub fn stats(config: &Config, json: bool, out: &mut impl Write) -> Result<()> {
     writeln!(out, "chunks          {}", stats.chunks)?;
     writeln!(out, "vectors         {}", stats.vectors)?;
     writeln!(out, "unit vectors    {}", stats.unit_vectors)?;
+    writeln!(out, "glossary terms  {}", stats.glossary_terms)?;
     writeln!(out, "bm25 entries    {}", stats.bm25_chunks)?;
     writeln!(out, "on disk         {}", human_size(stats.disk_bytes))?;
     Ok(())

@@ -21,7 +21,7 @@ use axum::response::Response;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use kb_core::{ChatModel, Embedder};
-use kb_retrievers::{Access, KnowledgeBase};
+use kb_retrievers::{Access, Fusion, KnowledgeBase, Rerank};
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -40,6 +40,10 @@ pub struct AppState {
     embedder_id: Option<String>,
     /// The knowledge base; a writable server creates it on the first upload.
     kb: RwLock<Option<Arc<KnowledgeBase>>>,
+    /// How its searches rank (kb.toml's `[retrieval]`).
+    fusion: Fusion,
+    rerank: Option<Rerank>,
+    expand: bool,
     kb_dir: PathBuf,
     /// Whether documents may be uploaded and deleted (not `--read-only`).
     writable: bool,
@@ -80,7 +84,11 @@ impl AppState {
         let embedder = self.embedder.clone().ok_or_else(|| {
             kb_retrievers::Error::InvalidInput("this server has no embedder".into())
         })?;
-        let kb = Arc::new(KnowledgeBase::open(&self.kb_dir, embedder, Access::Write)?);
+        let mut kb = KnowledgeBase::open(&self.kb_dir, embedder, Access::Write)?;
+        kb.set_fusion(self.fusion);
+        kb.set_rerank(self.rerank.clone());
+        kb.set_query_expansion(self.expand);
+        let kb = Arc::new(kb);
         if let Ok(mut slot) = self.kb.write() {
             *slot = Some(kb.clone());
         }
@@ -220,6 +228,8 @@ pub fn run(config: &Config, request: &ServeArgs) -> Result<()> {
         .filter(|t| !t.is_zero())
         .context("--timeout must be a positive number of seconds")?;
     let model = chat_model(config, request.threads)?;
+    let fusion = config.retrieval.value.fusion();
+    let rerank = crate::commands::kb::rerank(config, None, Some(model.clone()))?;
     let kb_dir = config.kb_dir.value.clone();
     // The knowledge base's embedder serves /v1/embeddings too; without a
     // knowledge base, the configured one (which a first upload builds it with).
@@ -230,7 +240,7 @@ pub fn run(config: &Config, request: &ServeArgs) -> Result<()> {
         } else {
             Access::Write
         };
-        let kb = KnowledgeBase::open(&kb_dir, embedder.clone(), access).with_context(|| {
+        let mut kb = KnowledgeBase::open(&kb_dir, embedder.clone(), access).with_context(|| {
             format!(
                 "opening the knowledge base {}{}",
                 kb_dir.display(),
@@ -241,6 +251,9 @@ pub fn run(config: &Config, request: &ServeArgs) -> Result<()> {
                 }
             )
         })?;
+        kb.set_fusion(fusion);
+        kb.set_rerank(rerank.clone());
+        kb.set_query_expansion(config.retrieval.value.expand);
         Some(Arc::new(kb))
     } else {
         eprintln!(
@@ -261,6 +274,9 @@ pub fn run(config: &Config, request: &ServeArgs) -> Result<()> {
         embedder: Some(embedder),
         embedder_id: Some(model_id(&config.embedder.value)),
         kb: RwLock::new(kb),
+        fusion,
+        rerank,
+        expand: config.retrieval.value.expand,
         kb_dir,
         writable: !request.read_only,
         writer: tokio::sync::Mutex::new(()),
