@@ -92,7 +92,7 @@ pub enum Command {
 
     /// Add files and folders to the knowledge base (incremental, crash-safe)
     ///
-    /// Reads Markdown, text, HTML, JSON, JSON Lines and CSV files (legacy
+    /// Reads Markdown, text, HTML, JSON, JSON Lines, CSV, PDF and DOCX files (legacy
     /// Chinese encodings such as GBK are detected), splits them into chunks
     /// (Chinese-aware, Markdown headings kept), embeds them and indexes them
     /// for vector and keyword (BM25, jieba) search. Unchanged files are

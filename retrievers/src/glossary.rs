@@ -63,10 +63,7 @@ fn cjk_budget(latin: &str) -> usize {
     if acronym {
         2 * latin.len()
     } else {
-        let words = latin
-            .split([' ', '-'])
-            .filter(|w| !w.is_empty())
-            .count();
+        let words = latin.split([' ', '-']).filter(|w| !w.is_empty()).count();
         2 * words + 1
     }
 }

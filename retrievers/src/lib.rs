@@ -1,7 +1,7 @@
 //! Loaders, splitters, vector stores, BM25 and hybrid retrieval: the knowledge base.
 //!
 //! # Core concepts
-//! - [`DirectoryLoader`] reads Markdown, text, HTML, JSON, JSON Lines and CSV files
+//! - [`DirectoryLoader`] reads Markdown, text, HTML, JSON, JSON Lines, CSV, PDF and DOCX files
 //!   and folders into documents, decoding legacy encodings such as GBK and
 //!   skipping, with a reason, whatever it cannot read.
 //! - [`RecursiveSplitter`] cuts text at the coarsest boundary that makes pieces

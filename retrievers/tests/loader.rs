@@ -176,3 +176,57 @@ fn loads_the_repository_docs() {
     assert!(report.documents.len() >= 4, "{:?}", report.skipped);
     assert!(report.skipped.is_empty(), "{:?}", report.skipped);
 }
+
+#[test]
+fn reads_the_text_of_pdf_and_docx_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    write(root, "report.pdf", include_bytes!("fixtures/report.pdf"));
+    write(
+        root,
+        "minutes.docx",
+        include_bytes!("fixtures/minutes.docx"),
+    );
+    write(root, "broken.pdf", b"%PDF-1.7\n1 0 obj << /Type /Catalog");
+    write(root, "fake.docx", b"this is not a zip archive");
+    let report = DirectoryLoader::new().load(root).expect("load");
+    let ids: Vec<&str> = report.documents.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["minutes.docx", "report.pdf"]);
+
+    let minutes = &report.documents[0];
+    assert_eq!(minutes.metadata["title"], "会议纪要");
+    assert_eq!(minutes.metadata["format"], "docx");
+    assert!(
+        minutes.text.starts_with(
+            "# 会议纪要\n\n讨论了混合检索 (hybrid search) & 重排序。\n## Action items"
+        ),
+        "{}",
+        minutes.text
+    );
+    let pdf = &report.documents[1];
+    assert!(
+        pdf.text.contains("retrieval quality improved") && pdf.text.contains("cross-lingual"),
+        "{}",
+        pdf.text
+    );
+    assert_eq!(pdf.metadata["title"], "report");
+
+    let reasons: Vec<(&str, &str)> = report
+        .skipped
+        .iter()
+        .map(|s| (s.path.as_str(), s.reason.as_str()))
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|(p, r)| *p == "broken.pdf" && r.contains("PDF")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|(p, r)| *p == "fake.docx" && r.contains("not a .docx")),
+        "{reasons:?}"
+    );
+}

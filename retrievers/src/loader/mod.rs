@@ -1,6 +1,8 @@
 //! Loaders: files and folders into [`Document`]s, chosen by extension.
 
 mod decode;
+mod docx;
+mod pdf;
 
 use std::path::Path;
 use std::time::UNIX_EPOCH;
@@ -70,7 +72,7 @@ impl FileEntry {
     }
 }
 
-/// Loads files and folders of Markdown, text, HTML, JSON, JSON Lines and CSV.
+/// Loads files and folders of Markdown, text, HTML, JSON, JSON Lines, CSV, PDF (text layer) and DOCX.
 ///
 /// Folders are walked recursively, skipping hidden entries and VCS folders,
 /// following include/exclude globs (matched against the path relative to the
@@ -110,8 +112,8 @@ impl Default for DirectoryLoader {
 }
 
 /// Extensions the loader reads.
-const EXTENSIONS: [&str; 8] = [
-    "md", "markdown", "txt", "html", "htm", "json", "jsonl", "csv",
+const EXTENSIONS: [&str; 10] = [
+    "md", "markdown", "txt", "html", "htm", "json", "jsonl", "csv", "pdf", "docx",
 ];
 
 impl DirectoryLoader {
@@ -298,17 +300,9 @@ impl DirectoryLoader {
             Ok(bytes) => bytes,
             Err(err) => return skip(report, format!("cannot read: {err}")),
         };
-        let (text, decoded) = match decode(&bytes) {
-            Ok(ok) => ok,
-            Err(NotText::Binary) => return skip(report, "binary file".into()),
-            Err(NotText::Undecodable(enc)) => {
-                return skip(report, format!("not valid text (best guess: {enc})"));
-            }
-        };
         let mut base = Metadata::new();
         base.insert("source".into(), id.into());
         base.insert("format".into(), ext.clone().into());
-        base.insert("encoding".into(), decoded.encoding.into());
         if let Some(mtime) = meta
             .modified()
             .ok()
@@ -316,6 +310,32 @@ impl DirectoryLoader {
         {
             base.insert("mtime".into(), mtime.as_secs().into());
         }
+        // Binary formats carry their own text.
+        let binary = match ext.as_str() {
+            "pdf" => Some(pdf::text(&bytes)),
+            "docx" => Some(docx::text(&bytes)),
+            _ => None,
+        };
+        if let Some(extracted) = binary {
+            match extracted {
+                Ok(text) => {
+                    let title = markdown_title(&text).unwrap_or_else(|| stem(path));
+                    report
+                        .documents
+                        .push(document(id.to_string(), text, base, &title));
+                }
+                Err(reason) => skip(report, reason),
+            }
+            return;
+        }
+        let (text, decoded) = match decode(&bytes) {
+            Ok(ok) => ok,
+            Err(NotText::Binary) => return skip(report, "binary file".into()),
+            Err(NotText::Undecodable(enc)) => {
+                return skip(report, format!("not valid text (best guess: {enc})"));
+            }
+        };
+        base.insert("encoding".into(), decoded.encoding.into());
         match ext.as_str() {
             "md" | "markdown" | "txt" => {
                 let title = markdown_title(&text).unwrap_or_else(|| stem(path));
