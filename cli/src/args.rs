@@ -660,8 +660,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 20 << 20, value_name = "BYTES")]
     pub max_upload: usize,
 
-    /// Serve the knowledge base without uploads or deletions, sharing it
-    /// with other kb processes (a writable server holds it alone)
+    /// Serve the knowledge base without uploads or deletions
     #[arg(long)]
     pub read_only: bool,
 

@@ -40,8 +40,11 @@ use crate::vectors::{EdgeStore, Unit};
 /// How a knowledge base is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Search only; fails if the knowledge base does not exist. Many readers
-    /// may share it, but not with a writer.
+    /// Search only; fails if the knowledge base does not exist. The vector
+    /// engine holds its files alone, so one process at a time opens a
+    /// knowledge base: a reader waits up to [`READ_WAIT`] for the one before
+    /// it (another `kb search` finishes in well under a second), then fails
+    /// with [`Error::Busy`].
     Read,
     /// Ingest and delete; creates the knowledge base if needed. One writer
     /// at a time.
@@ -50,6 +53,10 @@ pub enum Access {
     /// change its embedder).
     Rebuild,
 }
+
+/// How long [`Access::Read`] waits for another process to close the
+/// knowledge base.
+pub const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// [`IngestOptions::unit_size`] by default.
 pub const DEFAULT_UNIT_SIZE: usize = 120;
@@ -229,25 +236,29 @@ impl KnowledgeBase {
             .write(true)
             .open(&lock_path)
             .map_err(io("opening", &lock_path))?;
-        let locked = if access == Access::Read {
-            lock.try_lock_shared()
-        } else {
-            lock.try_lock()
-        };
-        match locked {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(Error::Busy(format!(
-                    "{} is in use by another kb process{}; try again when it finishes",
-                    dir.display(),
-                    if access == Access::Read {
-                        " that is writing to it"
-                    } else {
-                        ""
-                    }
-                )));
+        // Qdrant's engine locks its write-ahead log even to read, so readers
+        // take the lock alone too; they queue briefly instead of failing.
+        let deadline = Instant::now()
+            + if access == Access::Read {
+                READ_WAIT
+            } else {
+                Duration::ZERO
+            };
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(Error::Busy(format!(
+                        "{} is in use by another kb process (an ingest, or a running \
+                         `kb serve`: ask it over HTTP instead); try again when it finishes",
+                        dir.display(),
+                    )));
+                }
+                Err(TryLockError::Error(e)) => return Err(io("locking", &lock_path)(e)),
             }
-            Err(TryLockError::Error(e)) => return Err(io("locking", &lock_path)(e)),
         }
         if access == Access::Rebuild {
             for part in ["manifest.db", "manifest.db-wal", "manifest.db-shm"] {

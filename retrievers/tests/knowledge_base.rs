@@ -282,6 +282,32 @@ async fn another_embedder_lock_and_rebuild() {
 }
 
 #[tokio::test]
+async fn a_reader_waits_for_the_process_before_it() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let docs = work.path().join("docs");
+    corpus(&docs);
+    let dir = work.path().join(".kb");
+    let other: Arc<dyn Embedder> = embedder();
+    let kb = KnowledgeBase::open(&dir, other, Access::Write).expect("open");
+    ingest(&kb, &docs, false).await;
+    drop(kb);
+    let first = KnowledgeBase::open(&dir, embedder(), Access::Read).expect("first reader");
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(first);
+    });
+    let started = std::time::Instant::now();
+    let second = KnowledgeBase::open(&dir, embedder(), Access::Read).expect("second reader");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+    release.join().expect("thread");
+    let hits = second
+        .search("KV cache", 3, None, SearchMode::Hybrid)
+        .await
+        .expect("search");
+    assert!(!hits.is_empty());
+}
+
+#[tokio::test]
 async fn an_interrupted_change_is_repaired_by_the_next_writer() {
     let work = tempfile::tempdir().expect("tempdir");
     let docs = work.path().join("docs");

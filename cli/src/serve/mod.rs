@@ -240,17 +240,8 @@ pub fn run(config: &Config, request: &ServeArgs) -> Result<()> {
         } else {
             Access::Write
         };
-        let mut kb = KnowledgeBase::open(&kb_dir, embedder.clone(), access).with_context(|| {
-            format!(
-                "opening the knowledge base {}{}",
-                kb_dir.display(),
-                if request.read_only {
-                    ""
-                } else {
-                    " (kb serve --read-only shares it with other kb processes, without uploads)"
-                }
-            )
-        })?;
+        let mut kb = KnowledgeBase::open(&kb_dir, embedder.clone(), access)
+            .with_context(|| format!("opening the knowledge base {}", kb_dir.display()))?;
         kb.set_fusion(fusion);
         kb.set_rerank(rerank.clone());
         kb.set_query_expansion(config.retrieval.value.expand);
