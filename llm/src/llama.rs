@@ -272,27 +272,36 @@ fn matmul(w: &QuantRows, cols: usize, rows: usize, acts: &[QuantizedActs], out: 
         // SAFETY (both writes): this task alone writes columns
         // first..first + len of each output row, all inside `out` (n × rows).
         let add = |t: usize, r: usize, v: f32| unsafe { *ptr.get().add(t * rows + r) += v };
-        for r in first..first + len {
-            let mut t = 0;
-            while t + 4 <= n {
-                let four = w.dot4(
-                    cols,
-                    r,
-                    [&acts[t], &acts[t + 1], &acts[t + 2], &acts[t + 3]],
-                );
-                for (i, v) in four.into_iter().enumerate() {
-                    add(t + i, r, v);
+        // Tokens in tiles, so that a tile's activations stay in the first
+        // level cache while every row of the chunk passes over them.
+        for tile in (0..n).step_by(TOKEN_TILE) {
+            let end = (tile + TOKEN_TILE).min(n);
+            for r in first..first + len {
+                let mut t = tile;
+                while t + 4 <= end {
+                    let four = w.dot4(
+                        cols,
+                        r,
+                        [&acts[t], &acts[t + 1], &acts[t + 2], &acts[t + 3]],
+                    );
+                    for (i, v) in four.into_iter().enumerate() {
+                        add(t + i, r, v);
+                    }
+                    t += 4;
                 }
-                t += 4;
-            }
-            for (t, x) in acts.iter().enumerate().skip(t) {
-                let mut one = [0f32];
-                w.matvec(cols, r, x, &mut one);
-                add(t, r, one[0]);
+                for (t, x) in acts.iter().enumerate().take(end).skip(t) {
+                    let mut one = [0f32];
+                    w.matvec(cols, r, x, &mut one);
+                    add(t, r, one[0]);
+                }
             }
         }
     });
 }
+
+/// Tokens per tile in [`matmul`]: 16 rows of activations (at most ~25 KiB
+/// for the widest layers) stay in cache while a chunk of weight rows passes.
+const TOKEN_TILE: usize = 16;
 
 /// Several matrices applied to the same quantized input in one parallel pass.
 fn matvec_many(jobs: &mut [(&Linear, &mut [f32])], x: &QuantizedActs) {
