@@ -187,6 +187,34 @@ impl GgufFile {
             .get(name)
             .ok_or_else(|| LlmError::tensor(name, "missing from the file"))?;
         let offset = self.content.tensor_data_offset;
+        // The header's word for a tensor's size is checked against the file
+        // before anything is allocated: a crafted header must not make kb
+        // reserve terabytes.
+        let corrupt = |message: String| LlmError::Corrupt {
+            path: self.path.clone(),
+            message: format!("tensor {name:?}: {message}"),
+        };
+        let file_len = self
+            .reader
+            .get_ref()
+            .metadata()
+            .map_err(|e| corrupt(e.to_string()))?
+            .len();
+        let (block, type_size) = (info.ggml_dtype.block_size(), info.ggml_dtype.type_size());
+        let bytes = info
+            .shape
+            .dims()
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+            .map(|elements| elements.div_ceil(block as u64) * type_size as u64);
+        let end = bytes.and_then(|b| b.checked_add(offset + info.offset));
+        if end.is_none_or(|end| end > file_len) {
+            return Err(corrupt(format!(
+                "its shape {:?} needs {} bytes past the end of the {file_len}-byte file",
+                info.shape.dims(),
+                bytes.map_or_else(|| "more".to_string(), |b| b.to_string())
+            )));
+        }
         read_tensor(info, &mut self.reader, offset).map_err(|e| LlmError::Corrupt {
             path: self.path.clone(),
             message: format!("tensor {name:?}: {e}"),

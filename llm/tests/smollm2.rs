@@ -457,6 +457,22 @@ fn bad_files_are_clear_errors() {
     let err = GgufModel::load(&truncated, &LoadOptions::default()).unwrap_err();
     assert!(matches!(err, LlmError::Corrupt { .. }), "{err}");
 
+    // A header that lies about a tensor's size: refused before allocating.
+    let name = b"token_embd.weight";
+    let at = real
+        .windows(name.len())
+        .position(|w| w == name)
+        .expect("the tensor's name in the header");
+    let mut lying = real.clone();
+    // After the name: the number of dimensions (u32), then each (u64).
+    let first_dim = at + name.len() + 4;
+    lying[first_dim..first_dim + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    let lying_path = dir.path().join("lying.gguf");
+    std::fs::write(&lying_path, &lying).expect("write");
+    let err = GgufModel::load(&lying_path, &LoadOptions::default()).unwrap_err();
+    assert!(matches!(err, LlmError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("past the end"), "{err}");
+
     let empty_dir = dir.path().join("empty");
     std::fs::create_dir(&empty_dir).expect("mkdir");
     let err = GgufModel::load(&empty_dir, &LoadOptions::default()).unwrap_err();

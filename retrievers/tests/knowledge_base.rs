@@ -460,3 +460,98 @@ async fn the_glossary_connects_an_english_query_to_chinese_notes() {
     let kb = KnowledgeBase::open(&dir, embedder(), Access::Read).expect("reopen");
     assert_eq!(kb.glossary().len(), 1);
 }
+
+/// Hostile input: each file is skipped with a reason or read as well as it
+/// can be, the rest is ingested, and the indexes stay consistent.
+#[tokio::test]
+async fn hostile_files_are_skipped_with_reasons_and_the_rest_ingests() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let docs = work.path().join("docs");
+    write(
+        &docs,
+        "good.md",
+        "# Otters\n\nOtters hold hands while they sleep.".as_bytes(),
+    );
+    // A 1 GB sparse file: over the size limit, never read.
+    let huge = std::fs::File::create(docs.join("huge.txt")).expect("create");
+    huge.set_len(1 << 30).expect("sparse");
+    // JSON nested far deeper than any parser should follow.
+    let nested = "[".repeat(100_000) + &"]".repeat(100_000);
+    write(&docs, "nested.json", nested.as_bytes());
+    // UTF-8 with damaged bytes in the middle.
+    let mut damaged = "# 笔记\n\n水獭睡觉时会牵着手，以免被水流冲散。"
+        .as_bytes()
+        .to_vec();
+    damaged.extend_from_slice(b"\xff\xfe\xfd");
+    damaged.extend_from_slice("醒来以后它们一起觅食，这是很有趣的行为。".as_bytes());
+    write(&docs, "damaged.md", &damaged);
+    // A link back up the tree, and a link to a real folder.
+    let elsewhere = work.path().join("elsewhere");
+    write(
+        &elsewhere,
+        "linked.md",
+        b"# Linked\n\nA note that lives in a linked folder.",
+    );
+    #[cfg(unix)]
+    {
+        std::fs::create_dir_all(docs.join("sub")).expect("mkdir");
+        std::os::unix::fs::symlink("..", docs.join("sub/loop")).expect("symlink");
+        std::os::unix::fs::symlink(&elsewhere, docs.join("shared")).expect("symlink");
+    }
+
+    let kb =
+        KnowledgeBase::open(&work.path().join(".kb"), embedder(), Access::Write).expect("open");
+    let report = ingest(&kb, &docs, false).await;
+    let reason = |path: &str| {
+        report
+            .skipped
+            .iter()
+            .find(|s| s.path.ends_with(path))
+            .map(|s| s.reason.clone())
+            .unwrap_or_else(|| panic!("{path} was not skipped: {:?}", report.skipped))
+    };
+    assert!(reason("huge.txt").contains("limit"));
+    assert!(reason("nested.json").contains("not valid JSON"));
+    #[cfg(unix)]
+    {
+        assert!(reason("loop").contains("loop"), "{}", reason("loop"));
+        assert_eq!(
+            report.added, 3,
+            "good.md, damaged.md and the linked note: {report:?}"
+        );
+    }
+    let hits = kb
+        .search("水獭牵手", 5, None, SearchMode::Bm25)
+        .await
+        .expect("search");
+    let damaged_text = &hits
+        .iter()
+        .find(|h| h.scored.chunk.doc_id.ends_with("damaged.md"))
+        .expect("the damaged note is searchable")
+        .scored
+        .chunk
+        .text;
+    assert!(
+        damaged_text.contains("冲散。\u{fffd}") && damaged_text.contains("醒来以后"),
+        "{damaged_text}"
+    );
+    assert_consistent(&kb);
+}
+
+/// A file listed for ingestion and gone before it is read is skipped.
+#[test]
+fn a_file_that_disappears_before_it_is_read_is_skipped() {
+    let work = tempfile::tempdir().expect("tempdir");
+    write(work.path(), "brief.md", b"# Brief\n\nHere a moment.");
+    let loader = kb_retrievers::DirectoryLoader::new();
+    let (files, _) = loader.files(work.path()).expect("list");
+    assert_eq!(files.len(), 1);
+    std::fs::remove_file(work.path().join("brief.md")).expect("remove");
+    let report = loader.load_entry(&files[0]);
+    assert!(report.documents.is_empty());
+    assert!(
+        report.skipped[0].reason.contains("cannot read"),
+        "{:?}",
+        report.skipped
+    );
+}

@@ -200,6 +200,8 @@ impl DirectoryLoader {
         })?;
         let mut files = Vec::new();
         let mut skipped = Vec::new();
+        let mut seen: std::collections::HashMap<std::path::PathBuf, String> =
+            std::collections::HashMap::new();
         if meta.is_file() {
             let relative = path
                 .file_name()
@@ -208,8 +210,10 @@ impl DirectoryLoader {
             files.push(FileEntry::new(path.to_path_buf(), relative, &meta));
             return Ok((files, skipped));
         }
+        // Links are followed (a linked folder is read like any other); a
+        // link back up the tree is reported as a loop and skipped.
         let walker = walkdir::WalkDir::new(path)
-            .follow_links(false)
+            .follow_links(true)
             .sort_by_file_name()
             .into_iter()
             .filter_entry(|e| e.depth() == 0 || !is_hidden(e.file_name()));
@@ -249,6 +253,18 @@ impl DirectoryLoader {
                     });
                 }
                 continue;
+            }
+            // Through links, one file can be reached under two names: the
+            // first in name order is read.
+            if let Ok(real) = entry.path().canonicalize() {
+                if let Some(first) = seen.get(&real) {
+                    skipped.push(Skipped {
+                        path: id,
+                        reason: format!("the same file as {first} (through a link)"),
+                    });
+                    continue;
+                }
+                seen.insert(real, id.clone());
             }
             match entry.metadata() {
                 Ok(meta) => files.push(FileEntry::new(entry.path().to_path_buf(), id, &meta)),
