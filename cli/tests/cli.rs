@@ -1,6 +1,6 @@
 //! The `kb` binary, run as a user runs it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -320,6 +320,16 @@ fn synthetic_corpus(dir: &Path, n: usize) {
     }
 }
 
+/// A work directory holding `docs/` (`synthetic_corpus(n)`) and the path a
+/// knowledge base in `kb/` would have: (work dir, docs, kb dir).
+fn synthetic_work(n: usize) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let work = tempfile::tempdir().expect("tempdir");
+    let docs = work.path().join("docs");
+    synthetic_corpus(&docs, n);
+    let kb_dir = work.path().join("kb");
+    (work, docs, kb_dir)
+}
+
 fn json_of(output: &Output) -> serde_json::Value {
     assert!(output.status.success(), "{}", stderr(output));
     serde_json::from_slice(&output.stdout).expect("json")
@@ -327,10 +337,7 @@ fn json_of(output: &Output) -> serde_json::Value {
 
 #[test]
 fn ingest_search_list_delete_stats_round_trip() {
-    let work = tempfile::tempdir().expect("tempdir");
-    let docs = work.path().join("docs");
-    synthetic_corpus(&docs, 12);
-    let kb_dir = work.path().join("kb");
+    let (work, docs, kb_dir) = synthetic_work(12);
     let kb_arg = kb_dir.to_str().expect("utf-8");
     let docs_arg = docs.to_str().expect("utf-8");
 
@@ -436,9 +443,7 @@ fn ingest_search_list_delete_stats_round_trip() {
 
 #[test]
 fn ingest_killed_at_random_points_converges_to_a_clean_run() {
-    let work = tempfile::tempdir().expect("tempdir");
-    let docs = work.path().join("docs");
-    synthetic_corpus(&docs, 120);
+    let (work, docs, _) = synthetic_work(120);
     let docs_arg = docs.to_str().expect("utf-8");
 
     let clean = work.path().join("clean");
@@ -808,10 +813,7 @@ fn agent_calls_tools_on_the_real_model_and_streams_json_steps() {
 
 #[test]
 fn search_reranks_with_the_local_model_as_kb_toml_says() {
-    let work = tempfile::tempdir().expect("tempdir");
-    let docs = work.path().join("docs");
-    synthetic_corpus(&docs, 7);
-    let kb_dir = work.path().join("kb");
+    let (work, docs, kb_dir) = synthetic_work(7);
     let kb_arg = kb_dir.to_str().expect("utf-8");
     json_of(&kb(
         &[
