@@ -46,12 +46,7 @@ impl Language {
     }
 }
 
-/// Whether `c` is a CJK ideograph (or a kana/hangul letter).
-pub(crate) fn is_cjk(c: char) -> bool {
-    matches!(c as u32,
-        0x3040..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xAC00..=0xD7AF
-        | 0xF900..=0xFAFF | 0x20000..=0x2FA1F)
-}
+pub(crate) use kb_core::is_cjk;
 
 #[cfg(test)]
 mod tests {

@@ -123,6 +123,19 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// Whether `c` is a CJK ideograph (or a kana/hangul letter): the characters
+/// that carry a word each and are written without spaces.
+///
+/// ```
+/// assert!(kb_core::is_cjk('注'));
+/// assert!(!kb_core::is_cjk('a'));
+/// ```
+pub fn is_cjk(c: char) -> bool {
+    matches!(c as u32,
+        0x3040..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xAC00..=0xD7AF
+        | 0xF900..=0xFAFF | 0x20000..=0x2FA1F)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -70,7 +70,7 @@ mod vector_store;
 mod worker;
 
 pub use chat_model::ChatModel;
-pub use document::{Chunk, Document, Metadata, ScoredChunk};
+pub use document::{Chunk, Document, Metadata, ScoredChunk, is_cjk};
 pub use embedder::Embedder;
 pub use error::{Error, Result};
 pub use generate::{

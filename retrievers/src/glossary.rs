@@ -10,6 +10,7 @@
 
 use std::collections::BTreeSet;
 
+use kb_core::is_cjk;
 use serde::{Deserialize, Serialize};
 
 /// A term and its name in the other script.
@@ -32,10 +33,6 @@ const BOUNDARY_WORDS: &[&str] = &[
 
 /// The longest term, in characters, on either side.
 const MAX_CHARS: usize = 40;
-
-fn is_cjk(c: char) -> bool {
-    matches!(c, '\u{4e00}'..='\u{9fff}' | '\u{3400}'..='\u{4dbf}')
-}
 
 fn is_latin_term_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, ' ' | '-' | '+' | '.' | '/')
