@@ -510,6 +510,44 @@ fn ingest_killed_at_random_points_converges_to_a_clean_run() {
     }
 }
 
+#[test]
+fn a_second_ingest_is_turned_away_while_the_first_runs() {
+    let (work, docs, kb_dir) = synthetic_work(120);
+    let (kb_arg, docs_arg) = (
+        kb_dir.to_str().expect("utf-8"),
+        docs.to_str().expect("utf-8"),
+    );
+    let first = Command::new(env!("CARGO_BIN_EXE_kb"))
+        .args(["--kb", kb_arg, "ingest", docs_arg, "--json"])
+        .env_remove("KB_DIR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // The manifest exists once the first holds the lock.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !kb_dir.join("manifest.db").exists() {
+        assert!(Instant::now() < deadline, "the first ingest never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = kb(&["--kb", kb_arg, "ingest", docs_arg], &[]);
+    let first = first.wait_with_output().expect("first");
+    assert!(first.status.success(), "the first ingest finished");
+    assert_eq!(second.status.code(), Some(2), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("in use by another kb process"),
+        "{}",
+        stderr(&second)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&first.stdout).expect("json");
+    assert_eq!(report["added"], 120, "{report}");
+    let stats = json_of(&kb(&["--kb", kb_arg, "stats", "--json"], &[]));
+    assert_eq!(stats["files"], 120);
+    assert_eq!(stats["chunks"], stats["vectors"]);
+    assert_eq!(stats["chunks"], stats["bm25_chunks"]);
+    drop(work);
+}
+
 /// Runs kb with `input` on standard input.
 fn kb_with_stdin(args: &[&str], input: &str) -> Output {
     use std::io::Write;

@@ -540,3 +540,159 @@ fn documents_are_uploaded_listed_and_deleted() {
         );
     });
 }
+
+/// Markdown whose every chunk names `revision`.
+fn revised(revision: &str) -> String {
+    (1..=5)
+        .map(|part| {
+            let line = format!("In revision {revision}, part {part} says the same thing again. ");
+            format!("## Part {part}\n\n{}\n\n", line.repeat(8))
+        })
+        .collect()
+}
+
+#[test]
+fn searches_during_an_upload_see_the_old_or_the_new_document() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let server = start(&work.path().join("kb"));
+    let rt = runtime();
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let url = server.url.clone();
+        let (status, body) = upload(&http, &url, &[("doc.md", &revised("alpha"))]).await;
+        assert_eq!(status, 201, "{body}");
+        let chunks = serde_json::from_str::<Value>(&body).expect("json")["data"][0]["chunks"]
+            .as_u64()
+            .expect("chunks") as usize;
+        assert!(chunks >= 3, "{body}");
+
+        let search = || async {
+            let (status, body) = send(
+                &http,
+                reqwest::Method::POST,
+                format!("{url}/v1/kb/search"),
+                Some(KEY),
+                Some(json!({"query": "which part says it again?", "k": 20}).to_string()),
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            let results = serde_json::from_str::<Value>(&body).expect("json")["results"]
+                .as_array()
+                .expect("results")
+                .iter()
+                .map(|hit| {
+                    hit["chunk"]["text"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string()
+                })
+                .collect::<Vec<_>>();
+            let revisions: std::collections::BTreeSet<&str> = results
+                .iter()
+                .filter_map(|text| {
+                    ["alpha", "beta", "gamma", "delta", "epsilon"]
+                        .into_iter()
+                        .find(|r| text.contains(&format!("revision {r}")))
+                })
+                .collect();
+            assert_eq!(revisions.len(), 1, "a mix: {results:?}");
+            assert_eq!(results.len(), chunks, "a part: {results:?}");
+            revisions.into_iter().next().unwrap_or_default().to_string()
+        };
+        for revision in ["beta", "gamma", "delta", "epsilon"] {
+            let text = revised(revision);
+            let files = [("doc.md", text.as_str())];
+            let replace = upload(&http, &url, &files);
+            tokio::pin!(replace);
+            let mut seen = Vec::new();
+            let (status, body) = loop {
+                tokio::select! {
+                    done = &mut replace => break done,
+                    found = search() => seen.push(found),
+                }
+            };
+            assert_eq!(status, 201, "{body}");
+            assert!(!seen.is_empty(), "no search ran during the upload");
+            assert_eq!(search().await, revision, "the upload is searchable");
+        }
+    });
+}
+
+#[test]
+fn sixty_four_streamed_chats_some_cancelled_all_accounted_for() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let server = start_with(&work.path().join("no-kb"), &["--queue", "64"]);
+    let rt = runtime();
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let url = server.url.clone();
+        let chat = |i: usize| {
+            let http = http.clone();
+            let url = url.clone();
+            async move {
+                let body = json!({
+                    "messages": [{"role": "user", "content": format!("Count to {}.", i % 7 + 2)}],
+                    "max_tokens": 6,
+                    "stream": true,
+                });
+                let response = http
+                    .post(format!("{url}/v1/chat/completions"))
+                    .bearer_auth(KEY)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("request");
+                assert_eq!(response.status().as_u16(), 200, "chat {i}");
+                let mut stream = response.bytes_stream();
+                let mut text = String::new();
+                while let Some(bytes) = stream.next().await {
+                    text.push_str(&String::from_utf8_lossy(&bytes.expect("bytes")));
+                    // Every other client hangs up after its first token.
+                    if i % 2 == 1 && text.contains("\"content\"") {
+                        return None;
+                    }
+                }
+                Some(text)
+            }
+        };
+        let outcomes = futures::future::join_all((0..64).map(chat)).await;
+        let finished: Vec<&String> = outcomes.iter().flatten().collect();
+        assert_eq!(finished.len(), 32, "the clients that stayed were answered");
+        for text in &finished {
+            assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+        }
+
+        // The cancelled streams gave their places back...
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, metrics) = get(&http, format!("{url}/metrics")).await;
+            if metrics.contains("kb_queue_depth 0\n") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the queue did not drain: {metrics}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // ...and the model is free for the next one.
+        let started = Instant::now();
+        let (status, body) = send(
+            &http,
+            reqwest::Method::POST,
+            format!("{url}/v1/chat/completions"),
+            Some(KEY),
+            Some(
+                json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})
+                    .to_string(),
+            ),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+    });
+}

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bm25::Bm25Index;
 use crate::glossary::Glossary;
+use crate::snapshot::Snapshots;
 use crate::vectors::EdgeStore;
 
 /// Which indexes a search uses.
@@ -179,6 +180,7 @@ pub struct HybridRetriever {
     fusion: Fusion,
     rerank: Option<Rerank>,
     glossary: Option<Arc<Glossary>>,
+    snapshots: Option<Arc<Snapshots>>,
 }
 
 /// A reranker and how many of the best hits it reorders.
@@ -209,7 +211,16 @@ impl HybridRetriever {
             fusion,
             rerank: None,
             glossary: None,
+            snapshots: None,
         }
+    }
+
+    /// Reads both indexes between the changes of the knowledge base that
+    /// owns `snapshots`, so a document being re-ingested shows its old or
+    /// its new chunks, never a mix.
+    pub(crate) fn with_snapshots(mut self, snapshots: Arc<Snapshots>) -> Self {
+        self.snapshots = Some(snapshots);
+        self
     }
 
     /// Adds to each query the other language's name of the `glossary` terms
@@ -297,14 +308,39 @@ impl HybridRetriever {
                 .collect()
         };
         let query = self.expanded(query);
-        match mode {
-            SearchMode::Vector => return Ok(single(self.vector.retrieve(&query, k).await?, true)),
-            SearchMode::Bm25 => return Ok(single(self.bm25.retrieve(&query, k).await?, false)),
-            SearchMode::Hybrid => {}
-        }
-        let vector_hits = self.vector.retrieve(&query, candidates).await?;
-        let bm25_hits = self.bm25.retrieve(&query, candidates).await?;
-        Ok(fuse(vector_hits, bm25_hits, &self.fusion, k))
+        let depth = if mode == SearchMode::Hybrid {
+            candidates
+        } else {
+            k
+        };
+        let vector = match mode {
+            SearchMode::Bm25 => None,
+            _ => Some(self.vector.embedder.embed_query(&query).await?),
+        };
+        let (vector_hits, bm25_hits) = {
+            let _view = self.snapshots.as_ref().map(|s| s.read());
+            let vector_hits = match &vector {
+                Some(v) => {
+                    self.vector
+                        .store
+                        .search_blocking(v, depth, self.vector.filter.as_ref())?
+                }
+                None => Vec::new(),
+            };
+            let bm25_hits = match mode {
+                SearchMode::Vector => Vec::new(),
+                _ => self
+                    .bm25
+                    .index
+                    .search(&query, depth, self.bm25.filter.as_ref())?,
+            };
+            (vector_hits, bm25_hits)
+        };
+        Ok(match mode {
+            SearchMode::Vector => single(vector_hits, true),
+            SearchMode::Bm25 => single(bm25_hits, false),
+            SearchMode::Hybrid => fuse(vector_hits, bm25_hits, &self.fusion, k),
+        })
     }
 }
 

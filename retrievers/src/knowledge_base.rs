@@ -34,6 +34,7 @@ use crate::hybrid::{
 };
 use crate::loader::{DirectoryLoader, FileEntry, Skipped};
 use crate::manifest::{FileRecord, Manifest};
+use crate::snapshot::Snapshots;
 use crate::splitter::{MarkdownSplitter, RecursiveSplitter};
 use crate::vectors::{EdgeStore, Unit};
 
@@ -196,6 +197,8 @@ pub struct KnowledgeBase {
     glossary: RwLock<Arc<Glossary>>,
     expand_queries: bool,
     writable: bool,
+    /// Searches read between changes, not inside one.
+    snapshots: Arc<Snapshots>,
     _lock: File,
 }
 
@@ -314,6 +317,7 @@ impl KnowledgeBase {
             glossary: RwLock::new(Arc::new(glossary)),
             expand_queries: true,
             writable: access != Access::Read,
+            snapshots: Arc::default(),
             _lock: lock,
         };
         Ok(kb)
@@ -390,6 +394,7 @@ impl KnowledgeBase {
             return Ok(0);
         }
         let orphans = manifest.orphans()?;
+        let _change = self.snapshots.write();
         self.vectors.delete_blocking(&orphans)?;
         self.bm25.delete(&orphans)?;
         self.bm25.commit()?;
@@ -602,6 +607,7 @@ impl KnowledgeBase {
         report.embedding_time += embed_started.elapsed();
 
         let sources: Vec<&str> = batch.iter().map(|w| w.record.source.as_str()).collect();
+        let change = self.snapshots.write();
         self.manifest()?.begin_change(&sources, &touched)?;
         self.vectors.delete_blocking(&to_remove)?;
         self.bm25.delete(&to_remove)?;
@@ -617,6 +623,7 @@ impl KnowledgeBase {
             .collect();
         self.manifest()?.commit_change(&records, &terms)?;
         self.reload_glossary()?;
+        drop(change);
 
         for work in &batch {
             if work.is_new {
@@ -653,6 +660,7 @@ impl KnowledgeBase {
         if found.is_empty() {
             return Ok((0, 0));
         }
+        let _change = self.snapshots.write();
         self.manifest()?.begin_change(&found, &ids)?;
         self.vectors.delete_blocking(&ids)?;
         self.bm25.delete(&ids)?;
@@ -704,6 +712,7 @@ impl KnowledgeBase {
         .with_rerank(self.rerank.clone())
         .with_glossary(self.expand_queries.then(|| self.glossary()))
         .with_filter(filter)
+        .with_snapshots(self.snapshots.clone())
     }
 
     /// The `k` best chunks for `query`, with their rank in each index.

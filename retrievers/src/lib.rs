@@ -26,6 +26,7 @@ mod hybrid;
 mod knowledge_base;
 mod loader;
 mod manifest;
+mod snapshot;
 mod splitter;
 mod vectors;
 

@@ -555,3 +555,67 @@ fn a_file_that_disappears_before_it_is_read_is_skipped() {
         report.skipped
     );
 }
+
+/// Markdown whose every chunk names `revision`.
+fn revised(revision: &str) -> String {
+    (1..=6)
+        .map(|part| {
+            let line = format!("In revision {revision}, part {part} says the same thing again. ");
+            format!("## Part {part}\n\n{}\n\n", line.repeat(8))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_during_a_change_sees_the_old_or_the_new_document_never_a_mix() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let docs = work.path().join("docs");
+    write(&docs, "doc.md", revised("alpha").as_bytes());
+    let kb = Arc::new(
+        KnowledgeBase::open(&work.path().join(".kb"), embedder(), Access::Write).expect("open"),
+    );
+    ingest(&kb, &docs, false).await;
+    let chunks = kb.stats().expect("stats").chunks;
+    assert!(chunks >= 4, "several chunks to catch a half: {chunks}");
+
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (kb, docs, done) = (kb.clone(), docs.clone(), done.clone());
+        tokio::spawn(async move {
+            for round in 0..24 {
+                let revision = if round % 2 == 0 { "beta" } else { "alpha" };
+                write(&docs, "doc.md", revised(revision).as_bytes());
+                ingest(&kb, &docs, false).await;
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    let mut searches = 0;
+    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+        for mode in [SearchMode::Hybrid, SearchMode::Vector, SearchMode::Bm25] {
+            let hits = kb
+                .search("part says the same thing again", 50, None, mode)
+                .await
+                .expect("search");
+            let revisions: std::collections::BTreeSet<&str> = hits
+                .iter()
+                .filter_map(|h| {
+                    ["alpha", "beta"]
+                        .into_iter()
+                        .find(|r| h.scored.chunk.text.contains(&format!("revision {r}")))
+                })
+                .collect();
+            assert_eq!(
+                revisions.len(),
+                1,
+                "{mode:?} mixed revisions: {revisions:?}"
+            );
+            assert_eq!(hits.len(), chunks, "{mode:?}: part of the document");
+            searches += 1;
+        }
+        tokio::task::yield_now().await;
+    }
+    writer.await.expect("writer");
+    assert!(searches > 24, "searches ran during the changes: {searches}");
+    assert_consistent(&kb);
+}
