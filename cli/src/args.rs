@@ -141,6 +141,18 @@ Examples:
         json: bool,
     },
 
+    /// Verify that both indexes hold exactly the files' chunks
+    ///
+    /// Reads the manifest, the vector store and the BM25 index and compares
+    /// them chunk by chunk; changes nothing. Exits 2 when they disagree. An
+    /// interrupted ingest is repaired by the next `kb ingest`; anything else
+    /// by `kb ingest --rebuild`.
+    Check {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Measure retrieval quality
     #[command(subcommand)]
     Eval(EvalCommand),

@@ -77,6 +77,7 @@ fn run(cli: Cli) -> Result<()> {
             commands::kb::delete(&config, &sources, json, &mut out)
         }
         Command::Stats { json } => commands::kb::stats(&config, json, &mut out),
+        Command::Check { json } => commands::kb::check(&config, json, &mut out),
         Command::Eval(EvalCommand::Retrieval {
             dataset,
             mode,

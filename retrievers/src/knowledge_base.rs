@@ -173,6 +173,44 @@ pub struct Stats {
     pub disk_bytes: u64,
 }
 
+/// What [`KnowledgeBase::check`] found: each index against the manifest.
+///
+/// Ids are chunk ids. An interrupted change is not an inconsistency: the
+/// next writer repairs it (`interrupted` says one is waiting).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Check {
+    /// Files in the manifest.
+    pub files: usize,
+    /// Chunks in the manifest.
+    pub chunks: usize,
+    /// Whether an interrupted change waits for the next writer to repair it.
+    pub interrupted: bool,
+    /// Chunks of the manifest without a vector.
+    pub missing_vectors: Vec<String>,
+    /// Vectors of chunks the manifest does not hold.
+    pub extra_vectors: Vec<String>,
+    /// Unit vectors whose chunk the manifest does not hold.
+    pub orphan_units: Vec<String>,
+    /// Chunks of the manifest missing from the BM25 index.
+    pub missing_bm25: Vec<String>,
+    /// BM25 entries of chunks the manifest does not hold.
+    pub extra_bm25: Vec<String>,
+    /// Chunks the BM25 index holds more than once.
+    pub duplicate_bm25: Vec<String>,
+}
+
+impl Check {
+    /// Whether both indexes hold exactly the manifest's chunks, once each.
+    pub fn is_consistent(&self) -> bool {
+        self.missing_vectors.is_empty()
+            && self.extra_vectors.is_empty()
+            && self.orphan_units.is_empty()
+            && self.missing_bm25.is_empty()
+            && self.extra_bm25.is_empty()
+            && self.duplicate_bm25.is_empty()
+    }
+}
+
 /// A file's new state, waiting to be committed.
 struct FileWork {
     record: FileRecord,
@@ -693,6 +731,63 @@ impl KnowledgeBase {
             bm25_chunks: self.bm25.count(),
             glossary_terms: self.glossary().len(),
             disk_bytes: disk_usage(&self.dir),
+        })
+    }
+
+    /// Compares both indexes with the manifest, chunk by chunk; changes
+    /// nothing. An interrupted change's leftovers count as inconsistent
+    /// until a writer (the next ingest) removes them.
+    pub fn check(&self) -> Result<Check> {
+        let _view = self.snapshots.read();
+        let (files, ids, interrupted) = {
+            let manifest = self.manifest()?;
+            (
+                manifest.files()?.len(),
+                manifest.all_chunk_ids()?,
+                manifest.has_pending()?,
+            )
+        };
+        let expected: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let (vectors, units) = self.vectors.ids_blocking()?;
+        let bm25 = self.bm25.ids()?;
+        let missing = |found: &[String]| -> Vec<String> {
+            let found: HashSet<&str> = found.iter().map(String::as_str).collect();
+            let mut missing: Vec<String> = expected
+                .iter()
+                .filter(|id| !found.contains(*id))
+                .map(|id| id.to_string())
+                .collect();
+            missing.sort();
+            missing
+        };
+        let extra = |found: &[String]| -> Vec<String> {
+            let mut extra: Vec<String> = found
+                .iter()
+                .filter(|id| !expected.contains(id.as_str()))
+                .cloned()
+                .collect();
+            extra.sort();
+            extra.dedup();
+            extra
+        };
+        let mut seen = HashSet::new();
+        let mut duplicate_bm25: Vec<String> = bm25
+            .iter()
+            .filter(|id| !seen.insert(id.as_str()))
+            .cloned()
+            .collect();
+        duplicate_bm25.sort();
+        duplicate_bm25.dedup();
+        Ok(Check {
+            files,
+            chunks: expected.len(),
+            interrupted,
+            missing_vectors: missing(&vectors),
+            extra_vectors: extra(&vectors),
+            orphan_units: extra(&units),
+            missing_bm25: missing(&bm25),
+            extra_bm25: extra(&bm25),
+            duplicate_bm25,
         })
     }
 

@@ -166,6 +166,11 @@ impl Manifest {
         Ok(rows)
     }
 
+    /// Every committed chunk id.
+    pub fn all_chunk_ids(&self) -> Result<Vec<String>> {
+        self.strings("SELECT id FROM chunks", [])
+    }
+
     /// Every ingested file, without chunk ids, ordered by source.
     pub fn files(&self) -> Result<Vec<FileRecord>> {
         let mut statement = self

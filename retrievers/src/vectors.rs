@@ -8,8 +8,8 @@ use kb_core::{Chunk, Condition, Filter, Metadata, ScoredChunk, VectorStore};
 use qdrant_edge::{
     CreateIndex, DEFAULT_VECTOR_NAME, Distance, EdgeConfigBuilder, EdgeShard,
     EdgeVectorParamsBuilder, FieldIndexOperations, JsonPath, NamedQuery, PayloadFieldSchema,
-    PayloadSchemaType, PointId, PointOperations, PointStruct, QueryEnum, SearchRequest,
-    UpdateOperation, Vectors, WithPayloadInterface,
+    PayloadSchemaType, PointId, PointOperations, PointStruct, QueryEnum, ScrollRequest,
+    SearchRequest, UpdateOperation, Vectors, WithPayloadInterface, WithVector,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -279,6 +279,51 @@ impl EdgeStore {
                 exact: true,
             })
             .map_err(|e| edge_error(&self.dir, e))
+    }
+
+    /// Every stored point's chunk id: (the chunks' own points, the units'
+    /// chunks), one entry per point.
+    pub fn ids_blocking(&self) -> Result<(Vec<String>, Vec<String>)> {
+        let (mut chunks, mut units) = (Vec::new(), Vec::new());
+        let fields = ["chunk_id", UNIT_KEY]
+            .iter()
+            .map(|key| {
+                key.parse::<JsonPath>()
+                    .map_err(|_| edge_error(&self.dir, format!("bad payload key {key:?}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut offset = None;
+        loop {
+            let request = ScrollRequest {
+                offset,
+                limit: Some(1024),
+                filter: None,
+                with_payload: Some(WithPayloadInterface::Fields(fields.clone())),
+                with_vector: WithVector::Bool(false),
+                order_by: None,
+            };
+            let (records, next) = self
+                .shard
+                .scroll(request)
+                .map_err(|e| edge_error(&self.dir, e))?;
+            for record in records {
+                let payload = record.payload.map(|p| p.0).unwrap_or_default();
+                let id = payload
+                    .get("chunk_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                if payload.contains_key(UNIT_KEY) {
+                    units.push(id);
+                } else {
+                    chunks.push(id);
+                }
+            }
+            match next {
+                Some(next) => offset = Some(next),
+                None => return Ok((chunks, units)),
+            }
+        }
     }
 
     /// Builds the HNSW index and merges segments (blocking; seconds for

@@ -100,6 +100,9 @@ fn assert_consistent(kb: &KnowledgeBase) {
     let stats = kb.stats().expect("stats");
     assert_eq!(stats.chunks, stats.vectors, "{stats:?}");
     assert_eq!(stats.chunks, stats.bm25_chunks, "{stats:?}");
+    let check = kb.check().expect("check");
+    assert!(check.is_consistent() && !check.interrupted, "{check:?}");
+    assert_eq!(check.chunks, stats.chunks);
 }
 
 #[tokio::test]
@@ -334,6 +337,18 @@ async fn an_interrupted_change_is_repaired_by_the_next_writer() {
         manifest
             .begin_change(&["docs/guide.md"], &record.chunk_ids)
             .expect("begin");
+    }
+    {
+        // `check` sees the forgotten file's chunks left in both indexes.
+        let kb = KnowledgeBase::open(&dir, embedder(), Access::Read).expect("read");
+        let check = kb.check().expect("check");
+        assert!(!check.is_consistent() && check.interrupted, "{check:?}");
+        let mut left = expected["docs/guide.md"].clone();
+        left.sort();
+        assert_eq!(check.extra_vectors, left);
+        assert_eq!(check.extra_bm25, left);
+        assert!(check.orphan_units.iter().all(|id| left.contains(id)));
+        assert!(check.missing_vectors.is_empty() && check.missing_bm25.is_empty());
     }
     let kb = KnowledgeBase::open(&dir, embedder(), Access::Write).expect("reopen");
     let report = ingest(&kb, &docs, false).await;

@@ -266,6 +266,7 @@ pub fn list(config: &Config, json: bool, out: &mut impl Write) -> Result<()> {
     let kb = open(config, Access::Read)?;
     let files = kb.files()?;
     if json {
+        let mut ids = kb_retrievers::chunk_ids_by_source(&kb)?;
         let rows: Vec<_> = files
             .iter()
             .map(|f| {
@@ -274,6 +275,7 @@ pub fn list(config: &Config, json: bool, out: &mut impl Write) -> Result<()> {
                     "title": f.title,
                     "documents": f.documents,
                     "chunks": f.chunk_ids.len(),
+                    "chunk_ids": ids.remove(&f.source).unwrap_or_default(),
                     "size": f.size,
                     "hash": f.hash,
                     "ingested_at": f.ingested_at,
@@ -351,4 +353,42 @@ pub fn stats(config: &Config, json: bool, out: &mut impl Write) -> Result<()> {
     writeln!(out, "bm25 entries    {}", stats.bm25_chunks)?;
     writeln!(out, "on disk         {}", human_size(stats.disk_bytes))?;
     Ok(())
+}
+
+pub fn check(config: &Config, json: bool, out: &mut impl Write) -> Result<()> {
+    let kb = open(config, Access::Read)?;
+    let check = kb.check()?;
+    if json {
+        serde_json::to_writer_pretty(&mut *out, &check)?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "files             {}", check.files)?;
+        writeln!(out, "chunks            {}", check.chunks)?;
+        let rows = [
+            ("missing vectors", &check.missing_vectors),
+            ("extra vectors", &check.extra_vectors),
+            ("orphan units", &check.orphan_units),
+            ("missing in bm25", &check.missing_bm25),
+            ("extra in bm25", &check.extra_bm25),
+            ("twice in bm25", &check.duplicate_bm25),
+        ];
+        for (what, ids) in rows {
+            let shown: Vec<&str> = ids.iter().take(3).map(String::as_str).collect();
+            let more = if ids.len() > 3 { " …" } else { "" };
+            writeln!(out, "{what:<17} {} {}{more}", ids.len(), shown.join(" "))?;
+        }
+    }
+    if check.is_consistent() {
+        if !json {
+            writeln!(out, "consistent")?;
+        }
+        return Ok(());
+    }
+    if check.interrupted {
+        bail!(
+            "the indexes disagree with the manifest: an ingest was interrupted, \
+             and the next `kb ingest` repairs it"
+        );
+    }
+    bail!("the indexes disagree with the manifest; rebuild them with `kb ingest --rebuild PATHS`")
 }
