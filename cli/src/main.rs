@@ -19,6 +19,7 @@ use crate::args::{AgentArgs, Cli, Command, ConfigCommand, EvalCommand, ModelsCom
 use crate::config::{Config, Layer};
 
 fn main() -> ExitCode {
+    explain_bus_errors();
     let cli = Cli::parse();
     init_logging(cli.global.verbose);
     match run(cli) {
@@ -28,6 +29,34 @@ fn main() -> ExitCode {
             let _ = writeln!(io::stderr(), "error: {err:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Reading or writing a memory-mapped file (the vector store's pages and
+/// log, model weights) that the disk cannot back raises SIGBUS, which would
+/// end the process with a bare "Bus error". Says what happened instead, and
+/// exits like any error. A knowledge base survives this as it survives a
+/// kill: the next `kb ingest` repairs it.
+fn explain_bus_errors() {
+    extern "C" fn on_bus_error(_: libc::c_int) {
+        const MESSAGE: &[u8] =
+            b"error: a memory-mapped file could not be read or written: the disk \
+holding the knowledge base is probably full, or a model or index file was cut short while in use. \
+Free some space (or restore the file) and run the command again; an interrupted ingest is \
+repaired by the next one.\n";
+        // SAFETY: write(2) and _exit(2) are async-signal-safe; the message
+        // is a static buffer.
+        unsafe {
+            libc::write(2, MESSAGE.as_ptr().cast(), MESSAGE.len());
+            libc::_exit(2);
+        }
+    }
+    // SAFETY: installs a handler that only calls async-signal-safe functions.
+    unsafe {
+        libc::signal(
+            libc::SIGBUS,
+            on_bus_error as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
     }
 }
 

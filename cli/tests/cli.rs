@@ -488,6 +488,275 @@ fn a_second_ingest_is_turned_away_while_the_first_runs() {
     drop(work);
 }
 
+/// Whether this process runs as root (which file permissions do not stop).
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// A copy of the MiniLM model directory under `dir`, readable by anyone.
+fn copied_minilm(dir: &Path) -> PathBuf {
+    let models = json_of(&kb(&["models", "list", "--json"], &[]));
+    let source = models
+        .as_array()
+        .expect("models")
+        .iter()
+        .find(|m| m["name"] == "all-minilm-l6-v2")
+        .and_then(|m| m["path"].as_str())
+        .expect("all-minilm-l6-v2 is fetched")
+        .to_string();
+    let copy = dir.join("minilm");
+    std::fs::create_dir_all(&copy).expect("mkdir");
+    for entry in std::fs::read_dir(source).expect("model dir").flatten() {
+        if entry.path().is_file() {
+            std::fs::copy(entry.path(), copy.join(entry.file_name())).expect("copy");
+        }
+    }
+    copy
+}
+
+#[test]
+fn a_read_only_knowledge_base_is_refused_clearly_and_left_as_it_was() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let (work, docs, kb_dir) = synthetic_work(6);
+    let model = copied_minilm(work.path());
+    let model_arg = model.to_str().expect("utf-8");
+    let kb_arg = kb_dir.to_str().expect("utf-8");
+    let docs_arg = docs.to_str().expect("utf-8");
+    let ingested = kb(
+        &[
+            "--kb",
+            kb_arg,
+            "--embedder",
+            model_arg,
+            "ingest",
+            docs_arg,
+            "--json",
+        ],
+        &[],
+    );
+    assert!(ingested.status.success(), "{}", stderr(&ingested));
+    let listing = || {
+        kb(
+            &["--kb", kb_arg, "--embedder", model_arg, "list", "--json"],
+            &[],
+        )
+        .stdout
+    };
+    let before = listing();
+
+    // Root ignores permissions: it asks as `nobody` instead. Anyone else
+    // takes their own write permission away.
+    let root = is_root();
+    let chmod = |mode: u32| {
+        for entry in walk(&kb_dir) {
+            let dir_mode = if entry.is_dir() { mode | 0o111 } else { mode };
+            std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(dir_mode))
+                .expect("chmod");
+        }
+    };
+    if root {
+        // `nobody` must reach the model and the knowledge base.
+        std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        chmod(0o644);
+    } else {
+        chmod(0o444);
+    }
+    let as_reader = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kb"));
+        command
+            .args(["--kb", kb_arg, "--embedder", model_arg])
+            .args(args)
+            .env_remove("KB_DIR")
+            .env("KB_HOME", work.path().join("home"));
+        if root {
+            command.uid(65534).gid(65534);
+        }
+        command.output().expect("run kb")
+    };
+    for args in [
+        &["search", "KV cache"][..],
+        &["ingest", docs_arg],
+        &["delete", "docs/part0/note-000.md"],
+    ] {
+        let output = as_reader(args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        let message = stderr(&output);
+        assert!(
+            message.contains("is read-only for this user") && message.contains(kb_arg),
+            "{args:?}: {message}"
+        );
+    }
+    chmod(0o644);
+    assert_eq!(listing(), before, "nothing changed");
+    let check = kb(&["--kb", kb_arg, "--embedder", model_arg, "check"], &[]);
+    assert!(check.status.success(), "{}", stderr(&check));
+}
+
+/// Every path under `dir`, `dir` included.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut paths = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < paths.len() {
+        if paths[i].is_dir()
+            && let Ok(entries) = std::fs::read_dir(&paths[i])
+        {
+            paths.extend(entries.flatten().map(|e| e.path()));
+        }
+        i += 1;
+    }
+    paths
+}
+
+/// A tmpfs of `size` mounted on `dir`, unmounted when dropped; `None` where
+/// this process may not mount one.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(dir).ok()?;
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then(|| SmallDisk(dir.to_path_buf()))
+    }
+
+    fn resize(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .expect("mount");
+        assert!(status.success());
+    }
+
+    fn available(&self) -> u64 {
+        let output = Command::new("df")
+            .args(["-B1", "--output=avail"])
+            .arg(&self.0)
+            .output()
+            .expect("df");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_an_ingest_clearly_and_the_next_one_completes() {
+    let (work, docs, _) = synthetic_work(400);
+    let mount = work.path().join("small");
+    let Some(disk) = SmallDisk::mount(&mount, "4m") else {
+        eprintln!("skipped: this process may not mount a tmpfs (it needs root) to fill a disk");
+        return;
+    };
+    let kb_dir = mount.join("kb");
+    let kb_arg = kb_dir.to_str().expect("utf-8");
+    let docs_arg = docs.to_str().expect("utf-8");
+    let ingest = || {
+        Command::new(env!("CARGO_BIN_EXE_kb"))
+            .args([
+                "--kb",
+                kb_arg,
+                "--embedder",
+                "all-minilm-l6-v2",
+                "ingest",
+                docs_arg,
+            ])
+            .args(["--quiet"])
+            .env_remove("KB_DIR")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let says_the_disk_is_full = |output: &Output| {
+        let message = stderr(output);
+        assert_eq!(output.status.code(), Some(2), "{message}");
+        assert!(!message.contains("panicked"), "{message}");
+        assert!(
+            message.contains("Free some space") || message.contains("No space left"),
+            "{message}"
+        );
+    };
+
+    // Too little space to begin: refused before anything is written.
+    let output = ingest().wait_with_output().expect("ingest");
+    says_the_disk_is_full(&output);
+    assert!(!kb_dir.join("manifest.db").exists());
+
+    // Space runs out while it writes.
+    disk.resize("256m");
+    let child = ingest();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !kb_dir.join("bm25").exists() {
+        assert!(Instant::now() < deadline, "the ingest never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let filler = mount.join("filler");
+    let keep = 1 << 20;
+    std::fs::write(
+        &filler,
+        vec![0u8; disk.available().saturating_sub(keep) as usize],
+    )
+    .expect("fill the disk");
+    let output = child.wait_with_output().expect("ingest");
+    if output.status.success() {
+        eprintln!("the ingest finished before the disk filled; nothing to check there");
+    } else {
+        says_the_disk_is_full(&output);
+    }
+
+    // With space again, the next run completes and the indexes agree.
+    std::fs::remove_file(&filler).expect("free the disk");
+    let output = ingest().wait_with_output().expect("ingest");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stats = json_of(&kb(
+        &[
+            "--kb",
+            kb_arg,
+            "--embedder",
+            "all-minilm-l6-v2",
+            "stats",
+            "--json",
+        ],
+        &[],
+    ));
+    assert_eq!(stats["files"], 400, "{stats}");
+    let check = kb(
+        &["--kb", kb_arg, "--embedder", "all-minilm-l6-v2", "check"],
+        &[],
+    );
+    assert!(
+        check.status.success(),
+        "{}{}",
+        stdout(&check),
+        stderr(&check)
+    );
+    drop(disk);
+}
+
 /// Runs kb with `input` on standard input.
 fn kb_with_stdin(args: &[&str], input: &str) -> Output {
     use std::io::Write;

@@ -162,17 +162,28 @@ impl Snapshot {
         .iter()
         .map(|key| (key.to_string(), stats[key].clone()))
         .collect();
-        let first_hits = [1, n / 2, n - 2]
-            .iter()
-            .map(|i| {
-                let query = format!("note number {i} item {i}");
-                let hits = json_of(&kb(kb_dir, &["search", "--json", "-k", "1", &query]));
-                hits[0]["chunk"]["id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string()
-            })
-            .collect();
+        // BM25 by a number only that note holds, vectors by a note's own
+        // words. (Hybrid rankings are no spot check: tantivy counts deleted
+        // entries in its statistics until segments merge, so fused near-ties
+        // may order differently after an update than after a clean build.)
+        let mut first_hits = Vec::new();
+        for i in [1, n / 2, n - 2] {
+            for (mode, query) in [
+                ("bm25", format!("note number {i} item {i}")),
+                ("vector", note(i, false)),
+            ] {
+                let hits = json_of(&kb(
+                    kb_dir,
+                    &["search", "--json", "-k", "1", "--mode", mode, &query],
+                ));
+                first_hits.push(
+                    hits[0]["chunk"]["id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                );
+            }
+        }
         Snapshot {
             files,
             counts,
@@ -354,11 +365,14 @@ fn kill_test(n: usize, kills: usize) -> Tally {
                 assert_eq!(request.join().expect("thread"), Some(201));
                 drop(server);
                 let (rest, uploads) = Snapshot::of(&kb_dir, n).split_uploads();
-                if uploads != expected_uploads
-                    || rest.files != expected[state].files
-                    || rest.first_hits != expected[state].first_hits
-                {
-                    eprintln!("round {round}: uploads differ from a clean upload");
+                if uploads != expected_uploads {
+                    eprintln!(
+                        "round {round}: uploads differ from a clean upload\n found {uploads:?}\n clean {expected_uploads:?}"
+                    );
+                    tally.mismatches += 1;
+                }
+                if rest.files != expected[state].files {
+                    eprintln!("round {round}: an upload changed the other files");
                     tally.mismatches += 1;
                 }
                 // Back to the corpus alone.

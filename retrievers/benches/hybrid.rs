@@ -144,7 +144,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (c, v) in chunks.chunks(1000).zip(vectors.chunks(1000)) {
         store.upsert_blocking(c, v)?;
     }
-    store.flush();
+    store.flush()?;
     let vector_ingest = started.elapsed();
     let started = Instant::now();
     for c in chunks.chunks(5000) {

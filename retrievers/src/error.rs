@@ -6,8 +6,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A file-system operation failed; the path says where.
-    #[error("{action} {}: {source}", path.display())]
+    /// A file-system operation failed; the path says where (the cause is
+    /// its [`source`](std::error::Error::source)).
+    #[error("{action} {}", path.display())]
     Io {
         /// What was being done.
         action: &'static str,
@@ -50,6 +51,33 @@ pub enum Error {
     /// Another process holds the knowledge base.
     #[error("{0}")]
     Busy(String),
+    /// The knowledge base's directory may not be written by this user, or
+    /// lies on a read-only file system.
+    #[error(
+        "{} is read-only for this user: kb needs write access to its knowledge base \
+         to change it, and the vector store also to search it; ask its owner, \
+         or copy it to a folder you may write",
+        .0.display()
+    )]
+    ReadOnly(PathBuf),
+    /// The disk holding the knowledge base has too little free space for a
+    /// change to be written safely.
+    #[error(
+        "only {} MB are free on the disk holding {}; kb needs {} MB to change a \
+         knowledge base safely (its vector store preallocates its files). Free some \
+         space and run the command again: what was committed so far is kept",
+        .available / 1_000_000,
+        .dir.display(),
+        .needed / 1_000_000
+    )]
+    DiskFull {
+        /// The knowledge base's directory.
+        dir: PathBuf,
+        /// Bytes free there.
+        available: u64,
+        /// Bytes a change needs free.
+        needed: u64,
+    },
     /// No knowledge base exists at the path.
     #[error("no knowledge base at {}; create one with `kb ingest PATH...`", .0.display())]
     Missing(PathBuf),
@@ -63,6 +91,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl From<Error> for kb_core::Error {
     fn from(err: Error) -> Self {
-        kb_core::Error::Retrieval(err.to_string())
+        // The whole chain: kb-core's error keeps text only.
+        let mut message = err.to_string();
+        let mut cause = std::error::Error::source(&err);
+        while let Some(e) = cause {
+            message.push_str(": ");
+            message.push_str(&e.to_string());
+            cause = e.source();
+        }
+        kb_core::Error::Retrieval(message)
     }
 }

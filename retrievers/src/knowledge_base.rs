@@ -257,6 +257,36 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
     }
 }
 
+/// Free space a change needs on the knowledge base's disk: the vector store
+/// maps 32 MiB pages and log segments into memory, and writing a mapped page
+/// that the disk cannot hold kills the process (SIGBUS) instead of failing.
+pub const MIN_FREE_SPACE: u64 = 128 << 20;
+
+/// [`Error::DiskFull`] unless the disk holding `dir` has
+/// [`MIN_FREE_SPACE`] free. Space that cannot be measured passes.
+fn ensure_space(dir: &Path) -> Result<()> {
+    match fs4::available_space(dir) {
+        Ok(available) if available < MIN_FREE_SPACE => Err(Error::DiskFull {
+            dir: dir.to_path_buf(),
+            available,
+            needed: MIN_FREE_SPACE,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// [`Error::ReadOnly`] when `e` says `dir` may not be written, else what
+/// `io` makes of it.
+fn read_only(dir: &Path, action: &'static str, path: &Path, e: std::io::Error) -> Error {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => {
+            Error::ReadOnly(dir.to_path_buf())
+        }
+        _ => io(action, path)(e),
+    }
+}
+
 impl KnowledgeBase {
     /// Opens the knowledge base in `dir` with `embedder`.
     ///
@@ -269,14 +299,16 @@ impl KnowledgeBase {
         if access == Access::Read && !Self::exists(dir) {
             return Err(Error::Missing(dir.to_path_buf()));
         }
-        std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+        std::fs::create_dir_all(dir).map_err(|e| read_only(dir, "creating", dir, e))?;
         let lock_path = dir.join("lock");
+        // Even a search writes (the vector store locks its log), so a
+        // directory this user may not write is refused up front.
         let lock = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(io("opening", &lock_path))?;
+            .map_err(|e| read_only(dir, "opening", &lock_path, e))?;
         // Qdrant's engine locks its write-ahead log even to read, so readers
         // take the lock alone too; they queue briefly instead of failing.
         let deadline = Instant::now()
@@ -315,6 +347,8 @@ impl KnowledgeBase {
                 }
             }
         }
+        // Opening the vector store writes too (a fresh log segment).
+        ensure_space(dir)?;
         let manifest = Manifest::open(&manifest_path)?;
         let (id, dimension) = (embedder.id().to_string(), embedder.dimension());
         match (manifest.meta("embedder")?, manifest.meta("dimension")?) {
@@ -432,11 +466,12 @@ impl KnowledgeBase {
             return Ok(0);
         }
         let orphans = manifest.orphans()?;
+        ensure_space(&self.dir)?;
         let _change = self.snapshots.write();
         self.vectors.delete_blocking(&orphans)?;
         self.bm25.delete(&orphans)?;
         self.bm25.commit()?;
-        self.vectors.flush();
+        self.vectors.flush()?;
         manifest.clear_pending()?;
         tracing::info!(
             orphans = orphans.len(),
@@ -645,6 +680,7 @@ impl KnowledgeBase {
         report.embedding_time += embed_started.elapsed();
 
         let sources: Vec<&str> = batch.iter().map(|w| w.record.source.as_str()).collect();
+        ensure_space(&self.dir)?;
         let change = self.snapshots.write();
         self.manifest()?.begin_change(&sources, &touched)?;
         self.vectors.delete_blocking(&to_remove)?;
@@ -653,7 +689,7 @@ impl KnowledgeBase {
         self.vectors.upsert_units_blocking(&units, &unit_vectors)?;
         self.bm25.upsert(&to_write)?;
         self.bm25.commit()?;
-        self.vectors.flush();
+        self.vectors.flush()?;
         let records: Vec<FileRecord> = batch.iter().map(|w| w.record.clone()).collect();
         let terms: Vec<(String, TermPair)> = batch
             .iter()
@@ -698,12 +734,13 @@ impl KnowledgeBase {
         if found.is_empty() {
             return Ok((0, 0));
         }
+        ensure_space(&self.dir)?;
         let _change = self.snapshots.write();
         self.manifest()?.begin_change(&found, &ids)?;
         self.vectors.delete_blocking(&ids)?;
         self.bm25.delete(&ids)?;
         self.bm25.commit()?;
-        self.vectors.flush();
+        self.vectors.flush()?;
         self.manifest()?.commit_change(&[], &[])?;
         self.reload_glossary()?;
         Ok((found.len(), ids.len()))

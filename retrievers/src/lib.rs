@@ -37,8 +37,8 @@ pub use hybrid::{
     rerank_hits,
 };
 pub use knowledge_base::{
-    Access, Check, DEFAULT_UNIT_SIZE, IngestOptions, IngestReport, KnowledgeBase, Progress,
-    READ_WAIT, Stats, chunk_ids_by_source,
+    Access, Check, DEFAULT_UNIT_SIZE, IngestOptions, IngestReport, KnowledgeBase, MIN_FREE_SPACE,
+    Progress, READ_WAIT, Stats, chunk_ids_by_source,
 };
 pub use loader::{CsvMode, DirectoryLoader, FileEntry, LoadReport, Skipped};
 pub use manifest::{FileRecord, Manifest};

@@ -57,7 +57,8 @@ pub fn point_id(chunk_id: &str) -> Uuid {
 /// indexes. Call [`optimize`](Self::optimize) after a large ingest so that the
 /// HNSW graph is built (searches are exact until then).
 pub struct EdgeStore {
-    shard: EdgeShard,
+    /// Dropped by hand: it flushes as it drops and panics when it cannot.
+    shard: std::mem::ManuallyDrop<EdgeShard>,
     dir: PathBuf,
     dimension: usize,
 }
@@ -125,7 +126,7 @@ impl EdgeStore {
             ));
         }
         Ok(EdgeStore {
-            shard,
+            shard: std::mem::ManuallyDrop::new(shard),
             dir: dir.to_path_buf(),
             dimension,
         })
@@ -332,9 +333,27 @@ impl EdgeStore {
         self.shard.optimize().map_err(|e| edge_error(&self.dir, e))
     }
 
-    /// Writes buffered changes to disk.
-    pub fn flush(&self) {
-        self.shard.flush();
+    /// Writes buffered changes to disk. The engine panics when it cannot
+    /// (a full disk); that becomes an error here.
+    pub fn flush(&self) -> Result<()> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.shard.flush())).map_err(
+            |_| {
+                edge_error(
+                    &self.dir,
+                    "its files could not be written (is the disk full?)",
+                )
+            },
+        )
+    }
+}
+
+impl Drop for EdgeStore {
+    fn drop(&mut self) {
+        // SAFETY: `shard` is taken once, here, and not used after.
+        let shard = unsafe { std::mem::ManuallyDrop::take(&mut self.shard) };
+        // Its last flush failing (a full disk) must not take the process
+        // down: what was committed is in its log.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(shard)));
     }
 }
 
@@ -444,7 +463,7 @@ mod tests {
                 .upsert_blocking(&chunks, &vectors)
                 .expect("upsert again");
             assert_eq!(store.count_blocking(), 3);
-            store.flush();
+            store.flush().expect("flush");
         }
         let store = EdgeStore::open(dir.path(), 3).expect("reopen");
         assert_eq!(store.count_blocking(), 3);
