@@ -236,7 +236,28 @@ impl GgufModel {
     /// with the generation prompt, then tokenized. When the conversation ends
     /// with an assistant message (without tool calls), the prompt ends with
     /// that message's text instead, so that generation continues it.
+    ///
+    /// Message contents cannot write the template's markers: see
+    /// [`Tokenizer::defuse`].
     pub fn chat_prompt(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        let defused: Vec<Message>;
+        let messages = if messages.iter().any(|m| {
+            matches!(
+                self.tokenizer.defuse(&m.content),
+                std::borrow::Cow::Owned(_)
+            )
+        }) {
+            defused = messages
+                .iter()
+                .map(|m| Message {
+                    content: self.tokenizer.defuse(&m.content).into_owned(),
+                    ..m.clone()
+                })
+                .collect();
+            &defused
+        } else {
+            messages
+        };
         let text = match messages.split_last() {
             // A final assistant message is continued: the answer begins
             // with its text (prefill).

@@ -52,6 +52,9 @@ pub struct Tokenizer {
     add_bos: bool,
     add_eos: bool,
     end_of_generation: Vec<u32>,
+    /// The texts the tokenizer turns into added tokens wherever they occur
+    /// (`<|im_start|>`, …), longest first.
+    added: Vec<String>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -126,6 +129,13 @@ impl Tokenizer {
             .filter(|(_, t)| **t == TYPE_CONTROL || **t == TYPE_USER_DEFINED)
             .map(|(text, t)| AddedToken::from(text.to_string(), *t == TYPE_CONTROL))
             .collect();
+        // Markers only: a single character (or none) is ordinary text too.
+        let mut added: Vec<String> = specials
+            .iter()
+            .map(|t| t.content.clone())
+            .filter(|t| t.chars().count() > 1)
+            .collect();
+        added.sort_by_key(|t| std::cmp::Reverse(t.len()));
         inner
             .add_special_tokens(specials)
             .map_err(|e| LlmError::Tokenizer(e.to_string()))?;
@@ -195,7 +205,31 @@ impl Tokenizer {
             add_bos,
             add_eos,
             end_of_generation,
+            added,
         })
+    }
+
+    /// `text` with every added token written in it (`<|im_start|>`,
+    /// `<|im_end|>`, …) broken by a zero-width space after its first
+    /// character, so that it is read as the characters it shows. Message
+    /// contents go through this before the chat template wraps them: a
+    /// retrieved document or a user cannot open or close a turn.
+    pub fn defuse<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        if !self.added.iter().any(|t| text.contains(t.as_str())) {
+            return std::borrow::Cow::Borrowed(text);
+        }
+        let mut out = text.to_string();
+        for token in &self.added {
+            if out.contains(token.as_str()) {
+                let mut chars = token.chars();
+                let first = chars.next().map(String::from).unwrap_or_default();
+                out = out.replace(
+                    token.as_str(),
+                    &format!("{first}\u{200B}{}", chars.as_str()),
+                );
+            }
+        }
+        std::borrow::Cow::Owned(out)
     }
 
     /// The token ids of `text`, with special tokens written in it parsed,

@@ -24,6 +24,29 @@ fn protocol(name: &str) -> Result<ToolMode> {
     })
 }
 
+/// The agent's tools: the knowledge base when there is one, the calculator,
+/// and files only when `--files DIR` names a folder. Nothing reaches the
+/// network, and nothing outside DIR can be read: a retrieved document that
+/// tells the agent to read a file finds no tool to do it with unless the
+/// user granted one.
+fn toolbox(
+    kb: Option<&kb_retrievers::KnowledgeBase>,
+    k: usize,
+    files: Option<&std::path::Path>,
+) -> Result<Toolbox> {
+    let mut tools = Toolbox::new();
+    if let Some(kb) = kb {
+        tools = tools.with(KbSearch::new(kb.retriever(None)).k(k.max(1)));
+    }
+    tools = tools.with(Calculator);
+    if let Some(dir) = files {
+        let reader = ReadFile::new(dir)
+            .with_context(|| format!("--files {}: it must be an existing folder", dir.display()))?;
+        tools = tools.with(reader);
+    }
+    Ok(tools)
+}
+
 /// Runs the agent on the task, printing each step as it happens.
 pub fn run(config: &Config, request: &AgentArgs, out: &mut impl Write) -> Result<()> {
     let task = argument_or_stdin(request.task.as_deref(), "task")?
@@ -33,16 +56,8 @@ pub fn run(config: &Config, request: &AgentArgs, out: &mut impl Write) -> Result
         bail!("--max-steps must be at least 1");
     }
     let mode = protocol(&request.protocol)?;
-    let mut tools = Toolbox::new();
-    if let Some(kb) = open_if_present(config)? {
-        tools = tools.with(KbSearch::new(kb.retriever(None)).k(request.k.max(1)));
-    }
-    tools = tools.with(Calculator);
-    if let Some(dir) = &request.files {
-        let reader = ReadFile::new(dir)
-            .with_context(|| format!("--files {}: it must be an existing folder", dir.display()))?;
-        tools = tools.with(reader);
-    }
+    let kb = open_if_present(config)?;
+    let tools = toolbox(kb.as_ref(), request.k, request.files.as_deref())?;
     let model = chat_model(config, request.decoding.threads)?;
     let mut options = request.decoding.options_with_penalty(ANSWER_REPEAT_PENALTY);
     options.max_tokens = Some(
@@ -126,5 +141,20 @@ fn why_no_answer(outcome: &AgentOutcome) -> String {
         TokenBudget => "no answer: the token budget ran out; raise --token-budget".into(),
         Unparseable => "no answer: the model's replies could not be read as actions; try --protocol guided or a larger model".into(),
         Answered => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_are_a_tool_only_when_granted() {
+        let tools = toolbox(None, 4, None).expect("tools");
+        assert_eq!(tools.names(), ["calculator"]);
+        let dir = std::env::temp_dir();
+        let tools = toolbox(None, 4, Some(&dir)).expect("tools");
+        assert_eq!(tools.names(), ["calculator", "read_file"]);
+        assert!(toolbox(None, 4, Some(std::path::Path::new("/no/such/dir"))).is_err());
     }
 }
