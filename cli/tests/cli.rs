@@ -1,5 +1,7 @@
 //! The `kb` binary, run as a user runs it.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -300,17 +302,8 @@ fn generate_rejects_bad_options_and_models_clearly() {
 
 /// A folder of `n` small Markdown files on distinct topics.
 fn synthetic_corpus(dir: &Path, n: usize) {
-    let topics = [
-        "attention heads weigh the tokens of the context",
-        "the KV cache keeps keys and values of past tokens",
-        "LoRA trains low-rank adapters instead of all weights",
-        "beam search keeps the best hypotheses at each step",
-        "BM25 scores documents by term frequency and rarity",
-        "注意力机制让模型关注输入的不同部分",
-        "向量检索通过余弦相似度找到相近的段落",
-    ];
     for i in 0..n {
-        let topic = topics[i % topics.len()];
+        let topic = common::TOPICS[i % common::TOPICS.len()];
         let text = format!(
             "# Note {i}\n\nThis is note number {i}. {topic}. Section {i} explains it again in other words: {topic}.\n\n## Details\n\nMore about item {i}: {topic}.\n"
         );

@@ -52,16 +52,7 @@ fn json_of(output: &Output) -> Value {
 
 /// One note of the synthetic corpus; `revised` notes say so.
 fn note(i: usize, revised: bool) -> String {
-    const TOPICS: [&str; 7] = [
-        "attention heads weigh the tokens of the context",
-        "the KV cache keeps keys and values of past tokens",
-        "LoRA trains low-rank adapters instead of all weights",
-        "beam search keeps the best hypotheses at each step",
-        "BM25 scores documents by term frequency and rarity",
-        "注意力机制让模型关注输入的不同部分",
-        "向量检索通过余弦相似度找到相近的段落",
-    ];
-    let topic = TOPICS[i % TOPICS.len()];
+    let topic = common::TOPICS[i % common::TOPICS.len()];
     let edit = if revised {
         " This note was revised since."
     } else {

@@ -4,8 +4,14 @@
 //! excluded) for vector, BM25 and fused search, with the vector search before
 //! the graph exists (exact) as the in-process reference.
 //!
+//! With `--vectors F --query-vectors Q` (both as `kb embed --json` writes
+//! them: an array of `{text, embedding}`) it runs on those real texts and
+//! embeddings instead; `scripts/bench-hnsw.sh` makes them from kb's docs and
+//! the sample corpus.
+//!
 //! ```text
 //! cargo bench -p kb-retrievers --bench hybrid -- [--chunks N] [--queries N]
+//! cargo bench -p kb-retrievers --bench hybrid -- --vectors F.json --query-vectors Q.json
 //! ```
 
 use std::time::{Duration, Instant};
@@ -14,6 +20,17 @@ use kb_core::Chunk;
 use kb_retrievers::{Bm25Index, EdgeStore, Fusion, fuse};
 
 const DIM: usize = 384;
+
+/// Texts and their embeddings, as `kb embed --json` writes them.
+fn read_embedded(path: &str) -> Result<Vec<(String, Vec<f32>)>, Box<dyn std::error::Error>> {
+    #[derive(serde::Deserialize)]
+    struct Item {
+        text: String,
+        embedding: Vec<f32>,
+    }
+    let items: Vec<Item> = serde_json::from_slice(&std::fs::read(path)?)?;
+    Ok(items.into_iter().map(|i| (i.text, i.embedding)).collect())
+}
 
 /// Latencies and the ids each query returned.
 type Timed = (Vec<Duration>, Vec<Vec<String>>);
@@ -47,10 +64,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let mut chunks_wanted = 100_000usize;
     let mut queries = 200usize;
+    let (mut real_passages, mut real_queries) = (None, None);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--chunks" => chunks_wanted = args.next().ok_or("--chunks N")?.parse()?,
             "--queries" => queries = args.next().ok_or("--queries N")?.parse()?,
+            "--vectors" => real_passages = Some(args.next().ok_or("--vectors FILE")?),
+            "--query-vectors" => real_queries = Some(args.next().ok_or("--query-vectors FILE")?),
             _ => {}
         }
     }
@@ -137,8 +157,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         vectors.push(v);
     }
 
+    let mut real_query_vectors = None;
+    if let (Some(passages), Some(questions)) = (&real_passages, &real_queries) {
+        let passages = read_embedded(passages)?;
+        chunks = passages
+            .iter()
+            .enumerate()
+            .map(|(i, (text, _))| {
+                Chunk::new(format!("doc{}", i / 10), (i % 10) as u32, text.clone())
+                    .with_metadata("source", format!("docs/file{}.md", i / 10))
+            })
+            .collect();
+        vectors = passages.into_iter().map(|(_, v)| v).collect();
+        real_query_vectors = Some(
+            read_embedded(questions)?
+                .into_iter()
+                .map(|(text, v)| (v, text))
+                .collect::<Vec<_>>(),
+        );
+        println!("real embeddings: {} passages", chunks.len());
+    }
+    let dimension = vectors.first().map_or(DIM, Vec::len);
+
     let dir = tempfile::tempdir()?;
-    let store = EdgeStore::open(&dir.path().join("vectors"), DIM)?;
+    let store = EdgeStore::open(&dir.path().join("vectors"), dimension)?;
     let bm25 = Bm25Index::open(&dir.path().join("bm25"))?;
     let started = Instant::now();
     for (c, v) in chunks.chunks(1000).zip(vectors.chunks(1000)) {
@@ -159,23 +201,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         chunks.len() as f64 / bm25_ingest.as_secs_f64()
     );
 
-    let query_vectors: Vec<(Vec<f32>, String)> = (0..queries)
-        .map(|q| {
-            let topic = (rng.next() % 200) as usize;
-            let mut v: Vec<f32> = topics[topic]
-                .iter()
-                .map(|x| x + 0.35 * rng.unit() / (DIM as f32).sqrt() * 4.0)
-                .collect();
-            normalize(&mut v);
-            let text = format!(
-                "{} {} {}",
-                english[(q + topic) % english.len()],
-                chinese[(q + topic) % chinese.len()],
-                english[(q * 7 + topic) % english.len()]
-            );
-            (v, text)
-        })
-        .collect();
+    let query_vectors: Vec<(Vec<f32>, String)> = real_query_vectors.unwrap_or_else(|| {
+        (0..queries)
+            .map(|q| {
+                let topic = (rng.next() % 200) as usize;
+                let mut v: Vec<f32> = topics[topic]
+                    .iter()
+                    .map(|x| x + 0.35 * rng.unit() / (DIM as f32).sqrt() * 4.0)
+                    .collect();
+                normalize(&mut v);
+                let text = format!(
+                    "{} {} {}",
+                    english[(q + topic) % english.len()],
+                    chinese[(q + topic) % chinese.len()],
+                    english[(q * 7 + topic) % english.len()]
+                );
+                (v, text)
+            })
+            .collect()
+    });
     let k = 10;
     let candidates = 40;
     let time_vector = |store: &EdgeStore| -> Result<Timed, Box<dyn std::error::Error>> {

@@ -316,39 +316,33 @@ impl Bm25Index {
     /// Every indexed document's chunk id, one entry per document (so a
     /// chunk indexed twice shows twice).
     pub fn ids(&self) -> Result<Vec<String>> {
-        let searcher = self.reader.searcher();
-        let mut ids = Vec::with_capacity(searcher.num_docs() as usize);
-        for segment in searcher.segment_readers() {
-            let store = segment
-                .get_store_reader(16)
-                .map_err(|e| index_error(&self.dir, e))?;
-            for doc in segment.doc_ids_alive() {
-                let doc: TantivyDocument = store.get(doc).map_err(|e| index_error(&self.dir, e))?;
-                if let Some(id) = doc.get_first(self.fields.id).and_then(|v| v.as_str()) {
-                    ids.push(id.to_string());
-                }
-            }
-        }
-        Ok(ids)
+        self.stored(self.fields.id)
     }
 
     /// Every chunk in the index, in no particular order.
     pub fn chunks(&self) -> Result<Vec<Chunk>> {
+        self.stored(self.fields.chunk)?
+            .iter()
+            .map(|stored| serde_json::from_str(stored).map_err(|e| index_error(&self.dir, e)))
+            .collect()
+    }
+
+    /// The stored text `field` of every live document.
+    fn stored(&self, field: Field) -> Result<Vec<String>> {
         let searcher = self.reader.searcher();
-        let mut chunks = Vec::with_capacity(searcher.num_docs() as usize);
+        let mut values = Vec::with_capacity(searcher.num_docs() as usize);
         for segment in searcher.segment_readers() {
             let store = segment
                 .get_store_reader(16)
                 .map_err(|e| index_error(&self.dir, e))?;
             for doc in segment.doc_ids_alive() {
                 let doc: TantivyDocument = store.get(doc).map_err(|e| index_error(&self.dir, e))?;
-                if let Some(stored) = doc.get_first(self.fields.chunk).and_then(|v| v.as_str()) {
-                    chunks
-                        .push(serde_json::from_str(stored).map_err(|e| index_error(&self.dir, e))?);
+                if let Some(value) = doc.get_first(field).and_then(|v| v.as_str()) {
+                    values.push(value.to_string());
                 }
             }
         }
-        Ok(chunks)
+        Ok(values)
     }
 }
 

@@ -6,6 +6,18 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+/// What the synthetic notes of the tests are about, one topic a note in
+/// turn.
+pub(crate) const TOPICS: [&str; 7] = [
+    "attention heads weigh the tokens of the context",
+    "the KV cache keeps keys and values of past tokens",
+    "LoRA trains low-rank adapters instead of all weights",
+    "beam search keeps the best hypotheses at each step",
+    "BM25 scores documents by term frequency and rarity",
+    "注意力机制让模型关注输入的不同部分",
+    "向量检索通过余弦相似度找到相近的段落",
+];
+
 /// The API key the test servers require.
 pub(crate) const KEY: &str = "s3cret-key";
 
