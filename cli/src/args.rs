@@ -373,7 +373,8 @@ pub struct SearchArgs {
     #[arg(long)]
     pub explain: bool,
 
-    /// Reorder the best hits: none, or llm (the local model judges each passage; slow).
+    /// Reorder the best hits: none; llm (the local model judges each passage; slow);
+    /// or cross-encoder:DIR (a BERT cross-encoder such as ms-marco-MiniLM-L-6-v2).
     /// Default: kb.toml's [retrieval] rerank, else none
     #[arg(long, value_name = "RERANKER")]
     pub rerank: Option<String>,
@@ -567,7 +568,8 @@ Examples:
         #[arg(long, default_value = "all", value_name = "MODE")]
         mode: String,
 
-        /// Reorder each search's best hits: none or llm. Default: kb.toml's [retrieval] rerank
+        /// Reorder each search's best hits: none, llm or cross-encoder:DIR.
+        /// Default: kb.toml's [retrieval] rerank
         #[arg(long, value_name = "RERANKER")]
         rerank: Option<String>,
 

@@ -37,9 +37,10 @@ pub struct Setting<T> {
     pub source: Source,
 }
 
-/// Which reranker reorders the best hits of a search.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// Which reranker reorders the best hits of a search: `none`, `llm` or
+/// `cross-encoder:DIR` (as `kb.toml` and `--rerank` write it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum RerankKind {
     /// None: the fused order stands.
     #[default]
@@ -47,6 +48,10 @@ pub enum RerankKind {
     /// The configured local chat model, asked "does this passage answer the
     /// question?" per passage.
     Llm,
+    /// A BERT cross-encoder (a `BertForSequenceClassification` directory,
+    /// such as ms-marco-MiniLM-L-6-v2) reading the question and each passage
+    /// together.
+    CrossEncoder(std::path::PathBuf),
 }
 
 impl std::str::FromStr for RerankKind {
@@ -56,7 +61,31 @@ impl std::str::FromStr for RerankKind {
         match s {
             "none" | "off" => Ok(RerankKind::None),
             "llm" => Ok(RerankKind::Llm),
-            other => anyhow::bail!("unknown reranker {other:?}; use none or llm"),
+            other => match other.strip_prefix("cross-encoder:") {
+                Some(dir) if !dir.is_empty() => Ok(RerankKind::CrossEncoder(dir.into())),
+                _ => anyhow::bail!(
+                    "unknown reranker {other:?}; use none, llm or cross-encoder:DIR \
+                     (a BERT cross-encoder's model directory)"
+                ),
+            },
+        }
+    }
+}
+
+impl TryFrom<String> for RerankKind {
+    type Error = anyhow::Error;
+
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+impl From<RerankKind> for String {
+    fn from(kind: RerankKind) -> String {
+        match kind {
+            RerankKind::None => "none".into(),
+            RerankKind::Llm => "llm".into(),
+            RerankKind::CrossEncoder(dir) => format!("cross-encoder:{}", dir.display()),
         }
     }
 }
@@ -74,7 +103,7 @@ pub struct Retrieval {
     pub rrf_k: f32,
     /// Candidates taken from each index, as a multiple of the hits asked for.
     pub candidates: usize,
-    /// The reranker: `none` or `llm`.
+    /// The reranker: `none`, `llm` or `cross-encoder:DIR`.
     pub rerank: RerankKind,
     /// How many of the best fused hits the reranker reorders.
     pub rerank_depth: usize,
@@ -425,7 +454,16 @@ mod tests {
         assert!(format!("{err:#}").contains("weights must be"), "{err:#}");
         let typo = write(dir.path(), "[retrieval]\nrerank = \"cross\"\n");
         let err = Config::load(Layer::default(), Layer::default(), Some(typo)).unwrap_err();
-        assert!(format!("{err:#}").contains("cross"), "{err:#}");
+        assert!(format!("{err:#}").contains("cross-encoder:DIR"), "{err:#}");
+        let cross = write(
+            dir.path(),
+            "[retrieval]\nrerank = \"cross-encoder:models/ms-marco\"\n",
+        );
+        let config = Config::load(Layer::default(), Layer::default(), Some(cross)).expect("load");
+        assert_eq!(
+            config.retrieval.value.rerank,
+            RerankKind::CrossEncoder("models/ms-marco".into())
+        );
     }
 
     #[test]

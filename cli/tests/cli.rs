@@ -1051,6 +1051,68 @@ fn agent_calls_tools_on_the_real_model_and_streams_json_steps() {
     );
 }
 
+/// A cross-encoder directory as Hugging Face lays out a
+/// `BertForSequenceClassification`, made from all-MiniLM-L6-v2: its tensors
+/// renamed under `bert.` (the safetensors header rewritten, the data kept)
+/// and a small classifier appended.
+fn synthetic_cross_encoder(dir: &Path) -> PathBuf {
+    let models = json_of(&kb(&["models", "list", "--json"], &[]));
+    let source = PathBuf::from(
+        models
+            .as_array()
+            .expect("models")
+            .iter()
+            .find(|m| m["name"] == "all-minilm-l6-v2")
+            .and_then(|m| m["path"].as_str())
+            .expect("all-minilm-l6-v2 is fetched"),
+    );
+    let bytes = std::fs::read(source.join("model.safetensors")).expect("weights");
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("header size")) as usize;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).expect("header");
+    let mut data = bytes[8 + n..].to_vec();
+    let mut renamed = serde_json::Map::new();
+    for (name, info) in header {
+        let name = if name == "__metadata__" {
+            name
+        } else {
+            format!("bert.{name}")
+        };
+        renamed.insert(name, info);
+    }
+    let mut append = |name: &str, values: Vec<f32>, shape: serde_json::Value| {
+        let start = data.len();
+        data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        renamed.insert(
+            name.into(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [start, data.len()]}),
+        );
+    };
+    append(
+        "classifier.weight",
+        (0..384).map(|i| 0.08 * (i as f32 * 0.37).sin()).collect(),
+        serde_json::json!([1, 384]),
+    );
+    append("classifier.bias", vec![0.1], serde_json::json!([1]));
+    let mut header = serde_json::to_vec(&renamed).expect("header");
+    while !header.len().is_multiple_of(8) {
+        header.push(b' ');
+    }
+    let out = dir.join("cross-encoder");
+    std::fs::create_dir_all(&out).expect("mkdir");
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend(header);
+    file.extend(data);
+    std::fs::write(out.join("model.safetensors"), file).expect("weights");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(source.join("config.json")).expect("config"))
+            .expect("config");
+    config["architectures"] = serde_json::json!(["BertForSequenceClassification"]);
+    std::fs::write(out.join("config.json"), config.to_string()).expect("config");
+    std::fs::copy(source.join("tokenizer.json"), out.join("tokenizer.json")).expect("tokenizer");
+    out
+}
+
 #[test]
 fn search_reranks_with_the_local_model_as_kb_toml_says() {
     let (work, docs, kb_dir) = synthetic_work(7);
@@ -1112,7 +1174,45 @@ fn search_reranks_with_the_local_model_as_kb_toml_says() {
     assert!(plain[0].get("rerank").is_none(), "{plain}");
     let bad = kb(&["--kb", kb_arg, "search", "--rerank", "bert", "LoRA"], &[]);
     assert_eq!(bad.status.code(), Some(2));
-    assert!(stderr(&bad).contains("use none or llm"), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("use none, llm or cross-encoder:DIR"),
+        "{}",
+        stderr(&bad)
+    );
+
+    // A cross-encoder directory reranks too; a wrong one is named.
+    let cross = synthetic_cross_encoder(work.path());
+    let flag = format!("cross-encoder:{}", cross.display());
+    let hits = json_of(&kb(
+        &[
+            "--kb", kb_arg, "search", "--json", "-k", "4", "--rerank", &flag, "LoRA",
+        ],
+        &[],
+    ));
+    let ranks: Vec<u64> = hits
+        .as_array()
+        .expect("hits")
+        .iter()
+        .filter_map(|h| h["rerank"]["rank"].as_u64())
+        .collect();
+    assert_eq!(ranks, [1, 2, 3], "{hits}");
+    let wrong = kb(
+        &[
+            "--kb",
+            kb_arg,
+            "search",
+            "--rerank",
+            "cross-encoder:/no/such/model",
+            "LoRA",
+        ],
+        &[],
+    );
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(
+        stderr(&wrong).contains("loading the cross-encoder /no/such/model"),
+        "{}",
+        stderr(&wrong)
+    );
 
     // Evaluation reports the reranker and the time per search.
     let dataset = work.path().join("dev.jsonl");

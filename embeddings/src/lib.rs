@@ -39,7 +39,7 @@ mod q4_0;
 mod q8_0;
 
 pub use any::LocalEmbedder;
-pub use bert::{BertEmbedder, BertEmbedderBuilder, Pooling, default_device};
+pub use bert::{BertEmbedder, BertEmbedderBuilder, CrossEncoder, Pooling, default_device};
 pub use candle_core::Device;
 pub use e5::{E5Embedder, E5EmbedderBuilder, LongInputs};
 pub use error::{Error, Result};

@@ -21,8 +21,11 @@ use kb_retrievers::{Bm25Index, EdgeStore, Fusion, fuse};
 
 const DIM: usize = 384;
 
+/// Texts and their embeddings.
+type Embedded = Vec<(String, Vec<f32>)>;
+
 /// Texts and their embeddings, as `kb embed --json` writes them.
-fn read_embedded(path: &str) -> Result<Vec<(String, Vec<f32>)>, Box<dyn std::error::Error>> {
+fn read_embedded(path: &str) -> Result<Embedded, Box<dyn std::error::Error>> {
     #[derive(serde::Deserialize)]
     struct Item {
         text: String,

@@ -39,7 +39,8 @@ pub fn open(config: &Config, access: Access) -> Result<KnowledgeBase> {
 
 /// The reranker a command uses: `flag` (`--rerank`) if given, else the
 /// configuration's. The LLM reranker uses `model` when the command already
-/// loaded one, else the configured local model.
+/// loaded one, else the configured local model; a cross-encoder is loaded
+/// from its directory.
 pub fn rerank(
     config: &Config,
     flag: Option<&str>,
@@ -47,7 +48,7 @@ pub fn rerank(
 ) -> Result<Option<Rerank>> {
     let kind = match flag {
         Some(flag) => flag.parse()?,
-        None => config.retrieval.value.rerank,
+        None => config.retrieval.value.rerank.clone(),
     };
     let reranker: Arc<dyn Reranker> = match kind {
         RerankKind::None => return Ok(None),
@@ -58,6 +59,10 @@ pub fn rerank(
             };
             Arc::new(LlmReranker::new(model))
         }
+        RerankKind::CrossEncoder(dir) => Arc::new(
+            kb_embeddings::CrossEncoder::from_dir(&dir)
+                .with_context(|| format!("loading the cross-encoder {}", dir.display()))?,
+        ),
     };
     Ok(Some(Rerank {
         reranker,

@@ -272,6 +272,24 @@ impl Encoder {
         pooling: Pooling,
         normalize: bool,
     ) -> Result<Vec<Vec<f32>>> {
+        self.embed_segments(sequences, &[], pooling, normalize)
+    }
+
+    /// [`Encoder::embed`] for sequences of two segments (a query and a
+    /// passage): `second[i]` is where sequence `i`'s second segment (token
+    /// type 1) begins. Without an entry, a sequence is one segment.
+    pub(crate) fn embed_segments(
+        &self,
+        sequences: &[&[u32]],
+        second: &[usize],
+        pooling: Pooling,
+        normalize: bool,
+    ) -> Result<Vec<Vec<f32>>> {
+        if self.shape.type_vocab < 2 && second.iter().zip(sequences).any(|(&s, q)| s < q.len()) {
+            return Err(Error::InvalidSetting(
+                "this model has one token type; it cannot read a pair of texts".into(),
+            ));
+        }
         let h = self.shape.hidden;
         let mut offsets = Vec::with_capacity(sequences.len() + 1);
         offsets.push(0);
@@ -300,7 +318,7 @@ impl Encoder {
         // over and put the caller to sleep, which for a short query costs as
         // much as the arithmetic.
         Ok(rayon::scope(|_| {
-            self.forward(sequences, &offsets, tokens, pooling, normalize)
+            self.forward(sequences, second, &offsets, tokens, pooling, normalize)
         }))
     }
 
@@ -309,13 +327,14 @@ impl Encoder {
     fn forward(
         &self,
         sequences: &[&[u32]],
+        second: &[usize],
         offsets: &[usize],
         tokens: usize,
         pooling: Pooling,
         normalize: bool,
     ) -> Vec<Vec<f32>> {
         let h = self.shape.hidden;
-        let mut x = self.embeddings(sequences, tokens);
+        let mut x = self.embeddings(sequences, second, tokens);
         let mut qkv = vec![0f32; tokens * 3 * h];
         let mut context = vec![0f32; tokens * h];
         let mut inter = vec![0f32; tokens * self.shape.intermediate];
@@ -351,19 +370,26 @@ impl Encoder {
             .collect()
     }
 
-    fn embeddings(&self, sequences: &[&[u32]], tokens: usize) -> Vec<f32> {
+    fn embeddings(&self, sequences: &[&[u32]], second: &[usize], tokens: usize) -> Vec<f32> {
         let h = self.shape.hidden;
         let mut x = vec![0f32; tokens * h];
-        let rows: Vec<(u32, usize)> = sequences
+        // (token id, position, token type) of every packed row.
+        let rows: Vec<(u32, usize, usize)> = sequences
             .iter()
-            .flat_map(|seq| seq.iter().enumerate().map(|(pos, &id)| (id, pos)))
+            .enumerate()
+            .flat_map(|(s, seq)| {
+                let starts = second.get(s).copied().unwrap_or(seq.len());
+                seq.iter()
+                    .enumerate()
+                    .map(move |(pos, &id)| (id, pos, usize::from(pos >= starts)))
+            })
             .collect();
-        let type_row = &self.token_type.data[..h];
         x.par_chunks_mut(h)
             .zip(rows.par_iter())
-            .for_each(|(out, &(id, pos))| {
+            .for_each(|(out, &(id, pos, kind))| {
                 self.word.row_into(id as usize, out);
                 let position = &self.position.data[pos * h..(pos + 1) * h];
+                let type_row = &self.token_type.data[kind * h..(kind + 1) * h];
                 for i in 0..h {
                     out[i] += position[i] + type_row[i];
                 }

@@ -1,5 +1,6 @@
 //! [`BertEmbedder`]: a BERT-family sentence embedder on candle.
 
+mod cross;
 pub(crate) mod encoder;
 pub(crate) mod model_dir;
 mod pooling;
@@ -12,6 +13,7 @@ use candle_transformers::models::bert::BertModel;
 use sha2::{Digest, Sha256};
 use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
 
+pub use cross::CrossEncoder;
 pub use pooling::Pooling;
 
 use crate::error::{Error, IoContext, Result};
@@ -401,28 +403,9 @@ impl Backend {
         };
         let config = &model_dir.config;
         if device.is_cpu() {
-            let tensors = candle_core::safetensors::load_buffer(&weights, &Device::Cpu)
-                .map_err(unreadable)?;
+            let plain = read_tensors(&weights).map_err(unreadable)?;
             drop(weights);
-            let mut plain = Tensors::new();
-            for (name, tensor) in tensors {
-                let data = tensor
-                    .to_dtype(DType::F32)
-                    .and_then(|t| t.flatten_all())
-                    .and_then(|t| t.to_vec1::<f32>())
-                    .map_err(unreadable)?;
-                plain.insert(name, Weights::F32(data));
-            }
-            let shape = Shape {
-                vocab: config.vocab_size,
-                hidden: config.hidden_size,
-                heads: config.num_attention_heads,
-                intermediate: config.intermediate_size,
-                layers: config.num_hidden_layers,
-                positions: config.max_position_embeddings,
-                type_vocab: config.type_vocab_size,
-            };
-            let encoder = Encoder::from_tensors(shape, config.layer_norm_eps, plain)
+            let encoder = Encoder::from_tensors(shape_of(config), config.layer_norm_eps, plain)
                 .map_err(|e| misfit(e.to_string()))?;
             Ok(Backend::Native(encoder))
         } else {
@@ -431,6 +414,33 @@ impl Backend {
             let model = BertModel::load(vb, config).map_err(|e| misfit(e.to_string()))?;
             Ok(Backend::Candle(model, device.clone()))
         }
+    }
+}
+
+/// Every tensor of a safetensors file, as f32.
+pub(crate) fn read_tensors(weights: &[u8]) -> candle_core::Result<Tensors> {
+    let tensors = candle_core::safetensors::load_buffer(weights, &Device::Cpu)?;
+    let mut plain = Tensors::new();
+    for (name, tensor) in tensors {
+        let data = tensor
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        plain.insert(name, Weights::F32(data));
+    }
+    Ok(plain)
+}
+
+/// The encoder's shape as a BERT config gives it.
+pub(crate) fn shape_of(config: &candle_transformers::models::bert::Config) -> Shape {
+    Shape {
+        vocab: config.vocab_size,
+        hidden: config.hidden_size,
+        heads: config.num_attention_heads,
+        intermediate: config.intermediate_size,
+        layers: config.num_hidden_layers,
+        positions: config.max_position_embeddings,
+        type_vocab: config.type_vocab_size,
     }
 }
 
