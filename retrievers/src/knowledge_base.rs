@@ -460,19 +460,24 @@ impl KnowledgeBase {
     }
 
     /// Removes from both indexes what an interrupted change left behind.
+    ///
+    /// Locks are taken in one order everywhere: the snapshot lock, then the
+    /// manifest.
     fn recover(&self) -> Result<usize> {
-        let manifest = self.manifest()?;
-        if !manifest.has_pending()? {
-            return Ok(0);
-        }
-        let orphans = manifest.orphans()?;
+        let orphans = {
+            let manifest = self.manifest()?;
+            if !manifest.has_pending()? {
+                return Ok(0);
+            }
+            manifest.orphans()?
+        };
         ensure_space(&self.dir)?;
         let _change = self.snapshots.write();
         self.vectors.delete_blocking(&orphans)?;
         self.bm25.delete(&orphans)?;
         self.bm25.commit()?;
         self.vectors.flush()?;
-        manifest.clear_pending()?;
+        self.manifest()?.clear_pending()?;
         tracing::info!(
             orphans = orphans.len(),
             "recovered from an interrupted ingestion"
