@@ -552,15 +552,22 @@ fn a_read_only_knowledge_base_is_refused_clearly_and_left_as_it_was() {
         }
     };
     if root {
-        // `nobody` must reach the model and the knowledge base.
+        // `nobody` must reach the binary, the model and the knowledge base
+        // (the build may live under root's home).
         std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod");
+        std::fs::copy(env!("CARGO_BIN_EXE_kb"), work.path().join("kb-bin")).expect("copy kb");
         chmod(0o644);
     } else {
         chmod(0o444);
     }
+    let binary = if root {
+        work.path().join("kb-bin")
+    } else {
+        PathBuf::from(env!("CARGO_BIN_EXE_kb"))
+    };
     let as_reader = |args: &[&str]| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_kb"));
+        let mut command = Command::new(&binary);
         command
             .args(["--kb", kb_arg, "--embedder", model_arg])
             .args(args)
