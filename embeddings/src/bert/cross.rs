@@ -174,15 +174,8 @@ impl CrossEncoder {
                 path: model_dir.weights_path.clone(),
                 message: format!("the weights do not fit config.json: {e}"),
             })?;
-        let name = model_dir
-            .dir
-            .canonicalize()
-            .unwrap_or_else(|_| model_dir.dir.clone())
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "bert".into());
         Ok(CrossEncoder {
-            name: format!("cross-encoder:{name}"),
+            name: format!("cross-encoder:{}", model_dir.name()),
             scorer: Arc::new(Scorer {
                 encoder,
                 tokenizer,

@@ -215,14 +215,7 @@ impl BertEmbedderBuilder {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let name = model_dir
-            .dir
-            .canonicalize()
-            .unwrap_or_else(|_| model_dir.dir.clone())
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "bert".into());
-        let id = format!("bert:{name}:{}:{digest}", pooling.as_str());
+        let id = format!("bert:{}:{}:{digest}", model_dir.name(), pooling.as_str());
 
         tracing::info!(%id, ?device, max_length, normalize, "loaded BERT embedder");
         let engine = Engine {

@@ -77,6 +77,16 @@ pub(crate) fn required(dir: &Path, name: &str, hint: &str) -> Result<PathBuf> {
 }
 
 impl ModelDir {
+    /// The directory's own name (of its resolved path), for ids and logs.
+    pub(crate) fn name(&self) -> String {
+        self.dir
+            .canonicalize()
+            .unwrap_or_else(|_| self.dir.clone())
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "bert".into())
+    }
+
     pub(crate) fn read(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
             return Err(Error::MissingFile {
