@@ -240,17 +240,20 @@ impl GgufModel {
     /// Message contents cannot write the template's markers: see
     /// [`Tokenizer::defuse`].
     pub fn chat_prompt(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        let contents: Vec<_> = messages
+            .iter()
+            .map(|m| self.tokenizer.defuse(&m.content))
+            .collect();
         let defused: Vec<Message>;
-        let messages = if messages.iter().any(|m| {
-            matches!(
-                self.tokenizer.defuse(&m.content),
-                std::borrow::Cow::Owned(_)
-            )
-        }) {
+        let messages = if contents
+            .iter()
+            .any(|c| matches!(c, std::borrow::Cow::Owned(_)))
+        {
             defused = messages
                 .iter()
-                .map(|m| Message {
-                    content: self.tokenizer.defuse(&m.content).into_owned(),
+                .zip(contents)
+                .map(|(m, content)| Message {
+                    content: content.into_owned(),
                     ..m.clone()
                 })
                 .collect();

@@ -10,7 +10,7 @@ use kb_core::{Chunk, Reranker, Worker};
 use serde_json::Value;
 use tokenizers::{EncodeInput, PaddingParams, Tokenizer, TruncationParams, TruncationStrategy};
 
-use crate::bert::encoder::{Encoder, Tensors, Weights};
+use crate::bert::encoder::{Encoder, take_linear};
 use crate::bert::model_dir::ModelDir;
 use crate::bert::{Pooling, plan_batches, read_tensors, shape_of};
 use crate::error::{Error, IoContext, Result};
@@ -76,29 +76,6 @@ struct Scorer {
     labels: usize,
 }
 
-/// The tensor named `name` (with or without the `bert.` prefix), checked to
-/// hold `len` values.
-fn take(tensors: &mut Tensors, names: &[&str], len: usize) -> Result<Vec<f32>> {
-    for name in names {
-        if let Some(weights) = tensors.remove(*name) {
-            let Weights::F32(data) = weights else {
-                return Err(Error::InvalidSetting(format!("{name} is not f32")));
-            };
-            if data.len() != len {
-                return Err(Error::InvalidSetting(format!(
-                    "tensor {name} has {} values, the config implies {len}",
-                    data.len()
-                )));
-            }
-            return Ok(data);
-        }
-    }
-    Err(Error::InvalidSetting(format!(
-        "tensor {} is missing: a cross-encoder (BertForSequenceClassification) has a pooler and a classifier",
-        names[0]
-    )))
-}
-
 /// How many labels the classifier has: `num_labels`, else the size of
 /// `id2label`, else 1.
 fn labels_of(config: &Value) -> usize {
@@ -153,22 +130,18 @@ impl CrossEncoder {
             message: format!("cannot read the weights: {e}"),
         })?;
         drop(weights);
-        let pooler = (
-            take(
-                &mut tensors,
-                &["bert.pooler.dense.weight", "pooler.dense.weight"],
-                hidden * hidden,
-            )?,
-            take(
-                &mut tensors,
-                &["bert.pooler.dense.bias", "pooler.dense.bias"],
-                hidden,
-            )?,
-        );
-        let classifier = (
-            take(&mut tensors, &["classifier.weight"], labels * hidden)?,
-            take(&mut tensors, &["classifier.bias"], labels)?,
-        );
+        let head = |e: Error| {
+            Error::InvalidSetting(format!(
+                "{e}: a cross-encoder (BertForSequenceClassification) has a pooler and a classifier"
+            ))
+        };
+        let pooler = if tensors.contains_key("bert.pooler.dense.weight") {
+            "bert.pooler.dense"
+        } else {
+            "pooler.dense"
+        };
+        let pooler = take_linear(&mut tensors, pooler, hidden, hidden).map_err(head)?;
+        let classifier = take_linear(&mut tensors, "classifier", labels, hidden).map_err(head)?;
         let encoder = Encoder::from_tensors(shape_of(config), config.layer_norm_eps, tensors)
             .map_err(|e| Error::Config {
                 path: model_dir.weights_path.clone(),

@@ -184,6 +184,22 @@ impl Loader<'_> {
     }
 }
 
+/// Takes the linear layer `name` (`name.weight`, `out × inp`, and
+/// `name.bias`) out of `tensors`, as f32: a model's head beside its encoder.
+pub(crate) fn take_linear(
+    tensors: &mut Tensors,
+    name: &str,
+    out: usize,
+    inp: usize,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let linear = Loader {
+        tensors,
+        prefix: "",
+    }
+    .linear(name, out, inp)?;
+    Ok((linear.weight.data, linear.bias))
+}
+
 impl Encoder {
     /// Builds the encoder from checkpoint tensors (Hugging Face BERT names,
     /// with or without a `bert.` prefix).
