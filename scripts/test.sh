@@ -17,6 +17,10 @@ cargo clippy -p kb-embeddings --features fastembed --all-targets --locked -- -D 
 step "fetching models (cached after the first run)"
 cargo run --quiet --locked -p kb-cli -- models fetch --all
 
+step "fetching tokenizer test vocabularies (cached after the first run)"
+./scripts/fetch-vocab-fixtures.sh >/dev/null
+export KB_REQUIRE_VOCAB=1
+
 step "cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

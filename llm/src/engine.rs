@@ -355,11 +355,16 @@ impl GgufModel {
                 }
                 ids.push(token);
                 context_ids.push(token);
-                let piece = if self.tokenizer.is_control(token) {
+                let mut piece = if self.tokenizer.is_control(token) {
                     String::new()
                 } else {
                     decoder.push(self.tokenizer.token_bytes(token))
                 };
+                // SentencePiece answers start with the word's space: drop it,
+                // as `decode` does.
+                if ids.len() == 1 && self.tokenizer.adds_space_prefix() && piece.starts_with(' ') {
+                    piece.remove(0);
+                }
                 let (ready, stopped) = stops.push(&piece);
                 if !ready.is_empty() && !on_text(&ready) {
                     break FinishReason::Cancelled;

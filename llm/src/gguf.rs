@@ -141,6 +141,23 @@ impl GgufFile {
             .collect()
     }
 
+    /// An array of numbers, as `f32` (`tokenizer.ggml.scores`).
+    pub fn floats(&self, key: &str) -> Result<Vec<f32>> {
+        let Value::Array(items) = self.value(key)? else {
+            return Err(LlmError::metadata(key, "expected an array"));
+        };
+        items
+            .iter()
+            .map(|v| match v {
+                Value::F32(f) => Ok(*f),
+                Value::F64(f) => Ok(*f as f32),
+                other => int_of(other)
+                    .map(|i| i as f32)
+                    .ok_or_else(|| LlmError::metadata(key, "expected numbers")),
+            })
+            .collect()
+    }
+
     /// Whether the file has a tensor called `name`.
     pub fn has_tensor(&self, name: &str) -> bool {
         self.content.tensor_infos.contains_key(name)

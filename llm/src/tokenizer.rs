@@ -14,9 +14,16 @@ use tokenizers::{AddedToken, SplitDelimiterBehavior};
 use crate::error::{LlmError, Result};
 use crate::gguf::GgufFile;
 
+mod spm;
+
+use spm::Spm;
+
 /// GGUF token types (`tokenizer.ggml.token_type`).
+const TYPE_UNKNOWN: usize = 2;
 const TYPE_CONTROL: usize = 3;
 const TYPE_USER_DEFINED: usize = 4;
+const TYPE_UNUSED: usize = 5;
+const TYPE_BYTE: usize = 6;
 
 /// Control tokens that end a turn in the chat formats kb knows, besides the
 /// declared EOS.
@@ -35,13 +42,15 @@ const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L
 /// Qwen 2's: like Llama 3's with single digits.
 const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
-/// A byte-level BPE tokenizer with the model's special tokens.
+/// The model's tokenizer, with its special tokens.
 ///
-/// Built from the vocabulary, merges, token types and pre-tokenizer name
-/// stored in the GGUF, it reproduces llama.cpp's token ids. Special tokens
-/// written in the text (`<|im_start|>`) become their ids, as in llama.cpp.
+/// Built from what the GGUF stores (`tokenizer.ggml.*`), it reproduces
+/// llama.cpp's token ids for both kinds of vocabulary GGUF files carry:
+/// byte-level BPE (`gpt2`: SmolLM, Llama 3, Qwen 2/3) and SentencePiece
+/// (`llama`: Llama 1/2, Mistral, Phi-3). Special tokens written in the text
+/// (`<|im_start|>`, `<s>`) become their ids, as in llama.cpp.
 pub struct Tokenizer {
-    inner: tokenizers::Tokenizer,
+    model: Model,
     /// The bytes each token stands for.
     bytes: Vec<Vec<u8>>,
     /// Which tokens are control tokens (not shown in generated text).
@@ -57,6 +66,18 @@ pub struct Tokenizer {
     added: Vec<String>,
 }
 
+/// How text becomes pieces.
+enum Model {
+    /// Byte-level BPE, with the special tokens registered as added tokens.
+    Bpe(Box<tokenizers::Tokenizer>),
+    /// SentencePiece, with the special tokens (longest first) split out of
+    /// the text before it is encoded.
+    Spm {
+        spm: Spm,
+        specials: Vec<(String, u32)>,
+    },
+}
+
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tokenizer")
@@ -70,15 +91,19 @@ impl std::fmt::Debug for Tokenizer {
 impl Tokenizer {
     /// Builds the tokenizer a GGUF describes.
     pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
-        let model = gguf.string("tokenizer.ggml.model")?;
-        if model != "gpt2" {
-            return Err(LlmError::Tokenizer(format!(
-                "tokenizer model {model:?} is not supported yet (kb runs byte-level BPE \
-                 tokenizers, `gpt2` in GGUF terms: SmolLM, Llama 3, Qwen 2/3)"
-            )));
-        }
+        let kind = gguf.string("tokenizer.ggml.model")?;
+        let spm = match kind {
+            "gpt2" => false,
+            "llama" => true,
+            other => {
+                return Err(LlmError::Tokenizer(format!(
+                    "tokenizer model {other:?} is not supported (kb runs byte-level BPE, `gpt2` \
+                     in GGUF terms: SmolLM, Llama 3, Qwen 2/3; and SentencePiece, `llama`: \
+                     Llama 1/2, Mistral, Phi-3)"
+                )));
+            }
+        };
         let tokens = gguf.strings("tokenizer.ggml.tokens")?;
-        let merges = gguf.strings("tokenizer.ggml.merges")?;
         let types = if gguf.has("tokenizer.ggml.token_type") {
             gguf.ints("tokenizer.ggml.token_type")?
         } else {
@@ -90,74 +115,21 @@ impl Tokenizer {
                 format!("has {} entries for {} tokens", types.len(), tokens.len()),
             ));
         }
-        let pre = if gguf.has("tokenizer.ggml.pre") {
-            gguf.string("tokenizer.ggml.pre")?
-        } else {
-            "default"
-        };
-
         let vocab: HashMap<String, u32> = tokens
             .iter()
             .enumerate()
             .map(|(id, t)| (t.to_string(), id as u32))
             .collect();
-        let merges = merges
-            .iter()
-            .map(|m| {
-                m.split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| {
-                        LlmError::metadata("tokenizer.ggml.merges", format!("bad merge {m:?}"))
-                    })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let bpe = BPE::builder()
-            .vocab_and_merges(
-                vocab
-                    .iter()
-                    .map(|(k, v)| (k.clone(), *v))
-                    .collect::<tokenizers::models::bpe::Vocab>(),
-                merges,
-            )
-            .build()
-            .map_err(|e| LlmError::Tokenizer(e.to_string()))?;
-        let mut inner = tokenizers::Tokenizer::new(bpe);
-        inner.with_pre_tokenizer(Some(pre_tokenizer(pre)?));
-        let specials: Vec<AddedToken> = tokens
+        let is_special = |t: usize| t == TYPE_CONTROL || t == TYPE_USER_DEFINED;
+        // Markers only: a single character (or none) is ordinary text too.
+        let mut added: Vec<String> = tokens
             .iter()
             .zip(&types)
-            .filter(|(_, t)| **t == TYPE_CONTROL || **t == TYPE_USER_DEFINED)
-            .map(|(text, t)| AddedToken::from(text.to_string(), *t == TYPE_CONTROL))
-            .collect();
-        // Markers only: a single character (or none) is ordinary text too.
-        let mut added: Vec<String> = specials
-            .iter()
-            .map(|t| t.content.clone())
-            .filter(|t| t.chars().count() > 1)
+            .filter(|(text, t)| is_special(**t) && text.chars().count() > 1)
+            .map(|(text, _)| text.to_string())
             .collect();
         added.sort_by_key(|t| std::cmp::Reverse(t.len()));
-        inner
-            .add_special_tokens(specials)
-            .map_err(|e| LlmError::Tokenizer(e.to_string()))?;
 
-        let byte_of = byte_decoder();
-        let bytes = tokens
-            .iter()
-            .zip(&types)
-            .map(|(text, t)| {
-                if *t == TYPE_CONTROL || *t == TYPE_USER_DEFINED {
-                    text.as_bytes().to_vec()
-                } else {
-                    text.chars()
-                        .flat_map(|c| match byte_of.get(&c) {
-                            Some(b) => vec![*b],
-                            None => c.to_string().into_bytes(),
-                        })
-                        .collect()
-                }
-            })
-            .collect();
-        let control: Vec<bool> = types.iter().map(|t| *t == TYPE_CONTROL).collect();
         let optional_id = |key: &str| -> Result<Option<u32>> {
             if !gguf.has(key) {
                 return Ok(None);
@@ -171,8 +143,10 @@ impl Tokenizer {
             }
             Ok(Some(id as u32))
         };
-        let bos = optional_id("tokenizer.ggml.bos_token_id")?;
-        let eos = optional_id("tokenizer.ggml.eos_token_id")?;
+        // SentencePiece vocabularies default to <unk> 0, <s> 1, </s> 2.
+        let default_id = |id: u32| (spm && (id as usize) < tokens.len()).then_some(id);
+        let bos = optional_id("tokenizer.ggml.bos_token_id")?.or(default_id(1));
+        let eos = optional_id("tokenizer.ggml.eos_token_id")?.or(default_id(2));
         let flag = |key: &str, default: bool| -> Result<bool> {
             if gguf.has(key) {
                 gguf.bool(key)
@@ -180,8 +154,24 @@ impl Tokenizer {
                 Ok(default)
             }
         };
-        let add_bos = flag("tokenizer.ggml.add_bos_token", false)?;
+        // llama.cpp's defaults: SentencePiece and Llama 3 vocabularies start with BOS.
+        let llama3 = !spm
+            && gguf.has("tokenizer.ggml.pre")
+            && llama3_family(gguf.string("tokenizer.ggml.pre")?);
+        let add_bos = flag("tokenizer.ggml.add_bos_token", spm || llama3)?;
         let add_eos = flag("tokenizer.ggml.add_eos_token", false)?;
+
+        let (model, bytes) = if spm {
+            let unknown = optional_id("tokenizer.ggml.unknown_token_id")?.or(default_id(0));
+            let add_space_prefix = flag("tokenizer.ggml.add_space_prefix", true)?;
+            spm_model(gguf, &tokens, &types, unknown, add_space_prefix)?
+        } else {
+            bpe_model(gguf, &tokens, &types, &vocab)?
+        };
+        let control: Vec<bool> = types
+            .iter()
+            .map(|t| *t == TYPE_CONTROL || (spm && *t == TYPE_UNKNOWN))
+            .collect();
         let mut end_of_generation: Vec<u32> = eos.into_iter().collect();
         for key in ["tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
             end_of_generation.extend(optional_id(key)?);
@@ -196,7 +186,7 @@ impl Tokenizer {
         end_of_generation.sort_unstable();
         end_of_generation.dedup();
         Ok(Tokenizer {
-            inner,
+            model,
             bytes,
             control,
             ids: vocab,
@@ -235,11 +225,35 @@ impl Tokenizer {
     /// The token ids of `text`, with special tokens written in it parsed,
     /// and without BOS/EOS.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let encoding = self
-            .inner
-            .encode_fast(text, false)
-            .map_err(|e| LlmError::Tokenizer(e.to_string()))?;
-        Ok(encoding.get_ids().to_vec())
+        if text.is_empty() {
+            return Ok(Vec::new());
+        }
+        match &self.model {
+            Model::Bpe(inner) => {
+                let encoding = inner
+                    .encode_fast(text, false)
+                    .map_err(|e| LlmError::Tokenizer(e.to_string()))?;
+                Ok(encoding.get_ids().to_vec())
+            }
+            Model::Spm { spm, specials } => {
+                let mut ids = Vec::new();
+                // Text at the start or after a special token gets the space prefix.
+                let mut after_special = true;
+                for fragment in split_specials(text, specials) {
+                    match fragment {
+                        Fragment::Text(run) => {
+                            spm.encode_text(run, after_special, &mut ids);
+                            after_special = false;
+                        }
+                        Fragment::Token(id) => {
+                            ids.push(id);
+                            after_special = true;
+                        }
+                    }
+                }
+                Ok(ids)
+            }
+        }
     }
 
     /// The ids of a whole prompt: [`encode`](Self::encode) plus BOS/EOS where
@@ -261,7 +275,9 @@ impl Tokenizer {
     }
 
     /// The text of `ids`; control tokens are left out when `skip_control`.
-    /// Invalid UTF-8 (a character cut off at the end) becomes U+FFFD.
+    /// Invalid UTF-8 (a character cut off at the end) becomes U+FFFD. With a
+    /// SentencePiece vocabulary that adds a space prefix, the space the first
+    /// token carries is dropped, so that text → ids → text is the identity.
     pub fn decode(&self, ids: &[u32], skip_control: bool) -> String {
         let mut bytes = Vec::new();
         for &id in ids {
@@ -270,7 +286,19 @@ impl Tokenizer {
             }
             bytes.extend_from_slice(self.token_bytes(id));
         }
+        if self.adds_space_prefix()
+            && ids.first().is_some_and(|&id| !self.is_control(id))
+            && bytes.first() == Some(&b' ')
+        {
+            bytes.remove(0);
+        }
         String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Whether encoding puts a space in front of the text (SentencePiece's
+    /// `add_space_prefix`): generated text then starts with that space too.
+    pub fn adds_space_prefix(&self) -> bool {
+        matches!(&self.model, Model::Spm { spm, .. } if spm.add_space_prefix)
     }
 
     /// The bytes token `id` stands for (empty for an unknown id).
@@ -320,6 +348,172 @@ impl Tokenizer {
     }
 }
 
+/// The byte-level BPE model and each token's bytes.
+fn bpe_model(
+    gguf: &GgufFile,
+    tokens: &[&str],
+    types: &[usize],
+    vocab: &HashMap<String, u32>,
+) -> Result<(Model, Vec<Vec<u8>>)> {
+    let merges = gguf.strings("tokenizer.ggml.merges")?;
+    let pre = if gguf.has("tokenizer.ggml.pre") {
+        gguf.string("tokenizer.ggml.pre")?
+    } else {
+        "default"
+    };
+    let merges = merges
+        .iter()
+        .map(|m| {
+            m.split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .ok_or_else(|| {
+                    LlmError::metadata("tokenizer.ggml.merges", format!("bad merge {m:?}"))
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bpe = BPE::builder()
+        .vocab_and_merges(
+            vocab
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect::<tokenizers::models::bpe::Vocab>(),
+            merges,
+        )
+        // Llama 3's family takes a word that is itself a token whole.
+        .ignore_merges(llama3_family(pre))
+        .build()
+        .map_err(|e| LlmError::Tokenizer(e.to_string()))?;
+    let mut inner = tokenizers::Tokenizer::new(bpe);
+    inner.with_pre_tokenizer(Some(pre_tokenizer(pre)?));
+    let specials: Vec<AddedToken> = tokens
+        .iter()
+        .zip(types)
+        .filter(|(_, t)| **t == TYPE_CONTROL || **t == TYPE_USER_DEFINED)
+        .map(|(text, t)| AddedToken::from(text.to_string(), *t == TYPE_CONTROL))
+        .collect();
+    inner
+        .add_special_tokens(specials)
+        .map_err(|e| LlmError::Tokenizer(e.to_string()))?;
+    let byte_of = byte_decoder();
+    let bytes = tokens
+        .iter()
+        .zip(types)
+        .map(|(text, t)| {
+            if *t == TYPE_CONTROL || *t == TYPE_USER_DEFINED {
+                text.as_bytes().to_vec()
+            } else {
+                text.chars()
+                    .flat_map(|c| match byte_of.get(&c) {
+                        Some(b) => vec![*b],
+                        None => c.to_string().into_bytes(),
+                    })
+                    .collect()
+            }
+        })
+        .collect();
+    Ok((Model::Bpe(Box::new(inner)), bytes))
+}
+
+/// The SentencePiece model and each token's bytes.
+fn spm_model(
+    gguf: &GgufFile,
+    tokens: &[&str],
+    types: &[usize],
+    unknown: Option<u32>,
+    add_space_prefix: bool,
+) -> Result<(Model, Vec<Vec<u8>>)> {
+    let scores = gguf.floats("tokenizer.ggml.scores")?;
+    if scores.len() != tokens.len() {
+        return Err(LlmError::metadata(
+            "tokenizer.ggml.scores",
+            format!("has {} entries for {} tokens", scores.len(), tokens.len()),
+        ));
+    }
+    let mut byte_tokens = vec![None; 256];
+    let mut bytes = Vec::with_capacity(tokens.len());
+    for (id, (text, t)) in tokens.iter().zip(types).enumerate() {
+        let token_bytes = match *t {
+            TYPE_BYTE => match spm::byte_of_token(text) {
+                Some(b) => {
+                    byte_tokens[b as usize] = Some(id as u32);
+                    vec![b]
+                }
+                None => text.as_bytes().to_vec(),
+            },
+            TYPE_CONTROL | TYPE_USER_DEFINED | TYPE_UNKNOWN => text.as_bytes().to_vec(),
+            TYPE_UNUSED => Vec::new(),
+            _ => text.replace(spm::SPACE, " ").into_bytes(),
+        };
+        bytes.push(token_bytes);
+    }
+    // A vocabulary without byte tokens may still have the byte as a piece.
+    for (b, slot) in byte_tokens.iter_mut().enumerate() {
+        if slot.is_none() && b < 0x80 {
+            let text = char::from(b as u8).to_string();
+            *slot = tokens.iter().rposition(|t| *t == text).map(|id| id as u32);
+        }
+    }
+    // llama.cpp splits control, user-defined and unknown tokens out of the text.
+    let mut specials: Vec<(String, u32)> = tokens
+        .iter()
+        .zip(types)
+        .enumerate()
+        .filter(|(_, (text, t))| {
+            !text.is_empty() && matches!(**t, TYPE_CONTROL | TYPE_USER_DEFINED | TYPE_UNKNOWN)
+        })
+        .map(|(id, (text, _))| (text.to_string(), id as u32))
+        .collect();
+    specials.sort_by_key(|(text, _)| std::cmp::Reverse(text.len()));
+    let spm = Spm::new(tokens, scores, byte_tokens, unknown, add_space_prefix);
+    Ok((Model::Spm { spm, specials }, bytes))
+}
+
+/// A piece of the input: plain text, or a special token written in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fragment<'a> {
+    Text(&'a str),
+    Token(u32),
+}
+
+/// `text` cut around the special tokens written in it. As in llama.cpp, the
+/// longest token is split out everywhere first, then the next longest from
+/// what text is left, and so on.
+fn split_specials<'a>(text: &'a str, specials: &[(String, u32)]) -> Vec<Fragment<'a>> {
+    let mut fragments = vec![Fragment::Text(text)];
+    for (special, id) in specials {
+        if !text.contains(special.as_str()) {
+            continue;
+        }
+        let mut next = Vec::with_capacity(fragments.len() + 2);
+        for fragment in fragments {
+            let Fragment::Text(mut rest) = fragment else {
+                next.push(fragment);
+                continue;
+            };
+            while let Some(at) = rest.find(special.as_str()) {
+                if at > 0 {
+                    next.push(Fragment::Text(&rest[..at]));
+                }
+                next.push(Fragment::Token(*id));
+                rest = &rest[at + special.len()..];
+            }
+            if !rest.is_empty() {
+                next.push(Fragment::Text(rest));
+            }
+        }
+        fragments = next;
+    }
+    fragments
+}
+
+/// Pre-tokenizer names llama.cpp treats as Llama 3's.
+fn llama3_family(pre: &str) -> bool {
+    matches!(
+        pre,
+        "llama-bpe" | "llama3" | "llama-v3" | "falcon3" | "pixtral"
+    )
+}
+
 fn pre_tokenizer(name: &str) -> Result<PreTokenizerWrapper> {
     let split = |pattern: &str| -> Result<PreTokenizerWrapper> {
         let split = Split::new(
@@ -334,7 +528,8 @@ fn pre_tokenizer(name: &str) -> Result<PreTokenizerWrapper> {
         ])))
     };
     match name {
-        "llama-bpe" | "llama3" | "falcon3" | "pixtral" | "smaug-bpe" => split(LLAMA3_SPLIT),
+        _ if llama3_family(name) => split(LLAMA3_SPLIT),
+        "smaug-bpe" => split(LLAMA3_SPLIT),
         "qwen2" | "deepseek-r1-qwen" => split(QWEN2_SPLIT),
         "smollm" | "starcoder" | "refact" | "codeshell" => {
             Ok(PreTokenizerWrapper::Sequence(Sequence::new(vec![
