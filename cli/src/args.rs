@@ -373,6 +373,11 @@ pub struct SearchArgs {
     #[arg(long)]
     pub explain: bool,
 
+    /// How hybrid search combines its two rankings: rrf (reciprocal ranks) or scores
+    /// (each index's scores, normalised). Default: kb.toml's [retrieval] fusion, else rrf
+    #[arg(long, value_name = "FUSION")]
+    pub fusion: Option<kb_retrievers::FusionMethod>,
+
     /// Reorder the best hits: none; llm (the local model judges each passage; slow);
     /// or cross-encoder:DIR (a BERT cross-encoder such as ms-marco-MiniLM-L-6-v2).
     /// Default: kb.toml's [retrieval] rerank, else none
@@ -567,6 +572,10 @@ Examples:
         /// hybrid, vector, bm25, or all
         #[arg(long, default_value = "all", value_name = "MODE")]
         mode: String,
+
+        /// Hybrid fusion: rrf or scores. Default: kb.toml's [retrieval] fusion, else rrf
+        #[arg(long, value_name = "FUSION")]
+        fusion: Option<kb_retrievers::FusionMethod>,
 
         /// Reorder each search's best hits: none, llm or cross-encoder:DIR.
         /// Default: kb.toml's [retrieval] rerank

@@ -95,7 +95,10 @@ impl From<RerankKind> for String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Retrieval {
-    /// Weight of the vector ranking in reciprocal-rank fusion.
+    /// How the two rankings combine: `rrf` (reciprocal ranks) or `scores`
+    /// (each index's scores, min-max normalised).
+    pub fusion: kb_retrievers::FusionMethod,
+    /// Weight of the vector ranking in the fusion.
     pub vector_weight: f32,
     /// Weight of the BM25 ranking.
     pub bm25_weight: f32,
@@ -117,6 +120,7 @@ impl Default for Retrieval {
     fn default() -> Self {
         let fusion = kb_retrievers::Fusion::default();
         Retrieval {
+            fusion: fusion.method,
             vector_weight: fusion.vector_weight,
             bm25_weight: fusion.bm25_weight,
             rrf_k: fusion.rrf_k,
@@ -132,6 +136,7 @@ impl Retrieval {
     /// The fusion these settings describe.
     pub fn fusion(&self) -> kb_retrievers::Fusion {
         kb_retrievers::Fusion {
+            method: self.fusion,
             rrf_k: self.rrf_k,
             vector_weight: self.vector_weight,
             bm25_weight: self.bm25_weight,

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Parser;
 
-use crate::args::{AgentArgs, Cli, Command, ConfigCommand, EvalCommand, ModelsCommand};
+use crate::args::{AgentArgs, Cli, Command, ConfigCommand, EvalCommand, ModelsCommand, SearchArgs};
 use crate::config::{Config, Layer};
 
 fn main() -> ExitCode {
@@ -86,7 +86,19 @@ fn run(cli: Cli) -> Result<()> {
         }) => flags.llm = Some(model.clone()),
         _ => {}
     }
-    let config = Config::load(flags, env, config_file)?;
+    let mut config = Config::load(flags, env, config_file)?;
+    // `--fusion` outranks kb.toml for the one command.
+    if let Command::Search(SearchArgs {
+        fusion: Some(method),
+        ..
+    })
+    | Command::Eval(EvalCommand::Retrieval {
+        fusion: Some(method),
+        ..
+    }) = &cli.command
+    {
+        config.retrieval.value.fusion = *method;
+    }
     let stdout = io::stdout();
     let mut out = stdout.lock();
     match cli.command {
@@ -112,6 +124,7 @@ fn run(cli: Cli) -> Result<()> {
             mode,
             rerank,
             json,
+            fusion: _,
         }) => {
             let modes = if mode == "all" {
                 vec![

@@ -394,6 +394,34 @@ fn ingest_search_list_delete_stats_round_trip() {
         "each ranking's share of the fused score: {}",
         stdout(&explained)
     );
+    // Score fusion: the best candidate of each index adds its full weight.
+    let by_scores = json_of(&kb(
+        &[
+            "--kb", kb_arg, "search", "--json", "--fusion", "scores", "KV cache",
+        ],
+        &[],
+    ));
+    let shares: Vec<f64> = by_scores
+        .as_array()
+        .expect("hits")
+        .iter()
+        .flat_map(|h| ["vector", "bm25"].map(|leg| h[leg]["contribution"].as_f64()))
+        .flatten()
+        .collect();
+    assert!(
+        shares.iter().all(|s| (0.0..=1.0).contains(s)) && shares.contains(&1.0),
+        "normalised shares: {by_scores}"
+    );
+    let wrong = kb(
+        &["--kb", kb_arg, "search", "--fusion", "max", "KV cache"],
+        &[],
+    );
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("rrf or scores"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
 
     let listed = json_of(&kb(&["--kb", kb_arg, "list", "--json"], &[]));
     let first = listed[0]["source"].as_str().expect("source").to_string();

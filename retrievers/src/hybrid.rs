@@ -70,9 +70,36 @@ pub struct Hit {
     pub rerank: Option<Rank>,
 }
 
+/// How [`fuse`] combines the two rankings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FusionMethod {
+    /// Weighted reciprocal-rank fusion: each ranking adds `w / (k + rank)`.
+    #[default]
+    Rrf,
+    /// Weighted sum of the indexes' own scores, each min-max normalised over
+    /// its candidates (the best candidate 1, the last 0): a clear winner in
+    /// one index counts for more than a near-tie.
+    Scores,
+}
+
+impl std::str::FromStr for FusionMethod {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "rrf" => Ok(FusionMethod::Rrf),
+            "scores" => Ok(FusionMethod::Scores),
+            other => Err(format!("unknown fusion {other:?} (rrf or scores)")),
+        }
+    }
+}
+
 /// How [`HybridRetriever`] fuses.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Fusion {
+    /// How the rankings are combined.
+    pub method: FusionMethod,
     /// RRF's constant `k` in `w / (k + rank)` (60 in the original paper).
     pub rrf_k: f32,
     /// Weight of the vector ranking.
@@ -86,6 +113,7 @@ pub struct Fusion {
 impl Default for Fusion {
     fn default() -> Self {
         Fusion {
+            method: FusionMethod::Rrf,
             rrf_k: 60.0,
             vector_weight: 1.0,
             bm25_weight: 1.0,
@@ -386,7 +414,8 @@ pub async fn rerank_hits(
     Ok(reranked)
 }
 
-/// Weighted reciprocal-rank fusion of two rankings, deduplicated by chunk id.
+/// Two rankings fused as `fusion` says (weighted RRF or normalised scores),
+/// deduplicated by chunk id.
 pub fn fuse(
     vector: Vec<ScoredChunk>,
     bm25: Vec<ScoredChunk>,
@@ -401,8 +430,17 @@ pub fn fuse(
         } else {
             fusion.bm25_weight
         };
+        let (low, high) = list
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), s| {
+                (l.min(s.score), h.max(s.score))
+            });
         for (i, scored) in list.into_iter().enumerate() {
-            let contribution = weight / (fusion.rrf_k + (i + 1) as f32);
+            let contribution = match fusion.method {
+                FusionMethod::Rrf => weight / (fusion.rrf_k + (i + 1) as f32),
+                FusionMethod::Scores if high > low => weight * (scored.score - low) / (high - low),
+                FusionMethod::Scores => weight,
+            };
             let rank = Rank {
                 rank: i + 1,
                 score: scored.score,
@@ -468,6 +506,32 @@ mod tests {
             chunk: Chunk::new(id, 0, id),
             score,
         }
+    }
+
+    #[test]
+    fn score_fusion_lets_a_clear_winner_pass_a_near_tie() {
+        let vector = || vec![scored("a", 0.95), scored("b", 0.60), scored("c", 0.55)];
+        let bm25 = || vec![scored("b", 10.0), scored("c", 9.0), scored("d", 1.0)];
+        let ids = |hits: &[Hit]| -> Vec<String> {
+            hits.iter().map(|h| h.scored.chunk.doc_id.clone()).collect()
+        };
+        // RRF sees ranks only: c, second and third, beats a, first once.
+        let rrf = fuse(vector(), bm25(), &Fusion::default(), 4);
+        assert_eq!(ids(&rrf), ["b", "c", "a", "d"]);
+        // Normalised scores see that a leads its index by far while c trails b
+        // closely in both: a 1.0, b 0.125 + 1.0, c 0 + 0.889, d 0.
+        let scores = Fusion {
+            method: FusionMethod::Scores,
+            ..Fusion::default()
+        };
+        let hits = fuse(vector(), bm25(), &scores, 4);
+        assert_eq!(ids(&hits), ["b", "a", "c", "d"]);
+        let b = &hits[0];
+        assert!((b.vector.and_then(|r| r.contribution).unwrap_or(0.0) - 0.125).abs() < 1e-5);
+        assert_eq!(b.bm25.and_then(|r| r.contribution), Some(1.0));
+        assert!((b.scored.score - 1.125).abs() < 1e-5);
+        assert_eq!("scores".parse::<FusionMethod>(), Ok(FusionMethod::Scores));
+        assert!("max".parse::<FusionMethod>().is_err());
     }
 
     #[test]

@@ -33,8 +33,8 @@ mod vectors;
 pub use bm25::{Bm25Index, bm25_terms};
 pub use error::{Error, Result};
 pub use hybrid::{
-    Bm25Retriever, Fusion, Hit, HybridRetriever, Rank, Rerank, SearchMode, VectorRetriever, fuse,
-    rerank_hits,
+    Bm25Retriever, Fusion, FusionMethod, Hit, HybridRetriever, Rank, Rerank, SearchMode,
+    VectorRetriever, fuse, rerank_hits,
 };
 pub use knowledge_base::{
     Access, Check, DEFAULT_UNIT_SIZE, IngestOptions, IngestReport, KnowledgeBase, MIN_FREE_SPACE,
