@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use kb_core::{FinishReason, GenerateOptions, Message, Role};
 
+use crate::backend::{Backend, Cache, Model};
 use crate::error::{LlmError, Result};
 use crate::gguf::GgufFile;
-use crate::llama::{Cache, Config, Model, Pass};
+use crate::llama::{Config, Pass};
 use crate::sampler::{Sampler, log_softmax};
 use crate::template::{CHATML, ChatTemplate};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
@@ -26,12 +27,21 @@ pub struct LoadOptions {
     /// Without them (the default) prompts run through the quantized
     /// kernels: about 4× less memory, about half the prompt speed.
     pub dense_prompt_weights: bool,
+    /// Where the model runs; by default [`Backend::auto`]: a CUDA GPU when
+    /// kb has the `cuda` feature and one is present, else the CPU.
+    pub backend: Option<Backend>,
 }
 
 impl LoadOptions {
     /// Sets the number of inference threads.
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = Some(threads.max(1));
+        self
+    }
+
+    /// Chooses where the model runs.
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = Some(backend);
         self
     }
 
@@ -58,7 +68,7 @@ impl std::fmt::Debug for GgufModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GgufModel")
             .field("name", &self.name)
-            .field("context", &self.model.config.context)
+            .field("context", &self.model.config().context)
             .finish_non_exhaustive()
     }
 }
@@ -87,7 +97,7 @@ impl Session {
 
     /// Drops everything cached.
     pub fn clear(&mut self) {
-        self.cache.truncate(0);
+        self.cache.clear();
         self.tokens.clear();
         self.reusable = 0;
     }
@@ -154,14 +164,15 @@ impl GgufModel {
                 .map(|n| n.get())
                 .unwrap_or(1)
         });
-        let model = Model::load(&mut gguf, threads, options.dense_prompt_weights)?;
-        if model.config.vocab < tokenizer.vocab_size() {
+        let backend = options.backend.unwrap_or_else(Backend::auto);
+        let model = Model::load(&mut gguf, backend, threads, options.dense_prompt_weights)?;
+        if model.config().vocab < tokenizer.vocab_size() {
             return Err(LlmError::metadata(
                 "tokenizer.ggml.tokens",
                 format!(
                     "{} tokens but the embedding table has {} rows",
                     tokenizer.vocab_size(),
-                    model.config.vocab
+                    model.config().vocab
                 ),
             ));
         }
@@ -174,9 +185,10 @@ impl GgufModel {
         };
         tracing::info!(
             model = %name,
+            %backend,
             threads,
             weights_mib = model.size() / (1 << 20),
-            context = model.config.context,
+            context = model.config().context,
             "loaded GGUF model"
         );
         Ok(GgufModel {
@@ -210,7 +222,7 @@ impl GgufModel {
 
     /// The context window in tokens.
     pub fn context_length(&self) -> usize {
-        self.model.config.context
+        self.model.config().context
     }
 
     /// Inference threads.
@@ -226,7 +238,7 @@ impl GgufModel {
     /// A new, empty session.
     pub fn session(&self) -> Session {
         Session {
-            cache: Cache::new(&self.model.config),
+            cache: self.model.cache(),
             tokens: Vec::new(),
             reusable: 0,
         }
@@ -317,7 +329,7 @@ impl GgufModel {
         options
             .validate()
             .map_err(|e| LlmError::Options(e.to_string()))?;
-        let context = self.model.config.context;
+        let context = self.model.config().context;
         if prompt.is_empty() {
             return Err(LlmError::Options("the prompt is empty".into()));
         }
@@ -413,7 +425,7 @@ impl GgufModel {
             .count();
         // At least one prompt token runs, for its logits.
         let cached = common.min(prompt.len().saturating_sub(1));
-        session.cache.truncate(cached);
+        session.cache.truncate(cached)?;
         session.tokens.truncate(cached);
         session.reusable = cached;
         let logits = self.logits(session, &prompt[cached..])?;
@@ -429,7 +441,7 @@ impl GgufModel {
         prompt: &[u32],
         continuations: &[Vec<u32>],
     ) -> Result<Vec<f32>> {
-        let context = self.model.config.context;
+        let context = self.model.config().context;
         if prompt.is_empty() {
             return Err(LlmError::Options("the prompt is empty".into()));
         }
@@ -460,7 +472,7 @@ impl GgufModel {
                     .ok_or_else(|| out_of_range(token))?;
                 previous = token;
             }
-            session.cache.truncate(prompt.len());
+            session.cache.truncate(prompt.len())?;
             session.tokens.truncate(prompt.len());
             session.reusable = session.reusable.min(prompt.len());
             scores.push(total);
@@ -583,7 +595,7 @@ impl GgufModel {
             .ok_or_else(|| LlmError::Options("beam search produced nothing".into()))?;
         let (mut ids, _, finish) = best;
         // The session keeps only the prompt; the beams' caches are dropped.
-        session.cache.truncate(prompt.len());
+        session.cache.truncate(prompt.len())?;
         session.tokens.truncate(prompt.len());
         let mut text = self.tokenizer.decode(&ids, true);
         let cut = options

@@ -70,6 +70,10 @@ pub enum LlmError {
     /// The thread pool could not be started.
     #[error("could not start the inference threads: {0}")]
     Threads(String),
+
+    /// The device (a GPU through candle) failed or is not available.
+    #[error("device: {0}")]
+    Device(String),
 }
 
 impl LlmError {

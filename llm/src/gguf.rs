@@ -198,6 +198,15 @@ impl GgufFile {
     }
 
     fn qtensor(&mut self, name: &str) -> Result<candle_core::quantized::QTensor> {
+        self.qtensor_on(name, &Device::Cpu)
+    }
+
+    /// Tensor `name` as stored, on `device`.
+    pub(crate) fn qtensor_on(
+        &mut self,
+        name: &str,
+        device: &Device,
+    ) -> Result<candle_core::quantized::QTensor> {
         let info = self
             .content
             .tensor_infos
@@ -232,7 +241,7 @@ impl GgufFile {
                 bytes.map_or_else(|| "more".to_string(), |b| b.to_string())
             )));
         }
-        read_tensor(info, &mut self.reader, offset).map_err(|e| LlmError::Corrupt {
+        read_tensor(info, &mut self.reader, offset, device).map_err(|e| LlmError::Corrupt {
             path: self.path.clone(),
             message: format!("tensor {name:?}: {e}"),
         })
@@ -283,8 +292,9 @@ fn read_tensor<R: Read + Seek>(
     info: &candle_core::quantized::gguf_file::TensorInfo,
     reader: &mut R,
     offset: u64,
+    device: &Device,
 ) -> candle_core::Result<candle_core::quantized::QTensor> {
-    info.read(reader, offset, &Device::Cpu)
+    info.read(reader, offset, device)
 }
 
 fn int_of(v: &Value) -> Option<usize> {

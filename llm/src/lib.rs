@@ -23,6 +23,8 @@
 //! # }
 //! ```
 
+mod backend;
+mod device;
 mod engine;
 mod error;
 mod gguf;
@@ -37,6 +39,7 @@ mod sampler;
 pub mod template;
 mod tokenizer;
 
+pub use backend::Backend;
 pub use engine::{DEFAULT_MAX_TOKENS, Generation, GgufModel, LoadOptions, Session};
 pub use error::{LlmError, Result};
 pub use gguf::GgufFile;

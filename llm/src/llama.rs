@@ -59,7 +59,7 @@ impl Config {
         }
     }
 
-    fn from_gguf(gguf: &GgufFile) -> Result<Self> {
+    pub(crate) fn from_gguf(gguf: &GgufFile) -> Result<Self> {
         let arch = Self::arch(gguf)?;
         let name = gguf.architecture()?.to_string();
         let key = |k: &str| format!("{name}.{k}");
@@ -488,30 +488,9 @@ impl Model {
 
     /// Runs `tokens` (at positions `cache.len()..`) through the model, appends
     /// their keys and values to `cache`, and returns the logits of the last.
-    pub(crate) fn forward(
-        &self,
-        tokens: &[u32],
-        cache: &mut Cache,
-        pass: Pass,
-    ) -> Result<Vec<f32>> {
-        let c = &self.config;
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab) {
-            return Err(LlmError::Tokenizer(format!(
-                "token id {bad} is outside the vocabulary of {}",
-                c.vocab
-            )));
-        }
-        if tokens.is_empty() {
-            return Err(LlmError::Options("nothing to run: no tokens".into()));
-        }
-        let start = cache.len();
-        if start + tokens.len() > c.context {
-            return Err(LlmError::ContextOverflow {
-                prompt: start + tokens.len(),
-                context: c.context,
-            });
-        }
-        Ok(self.pool.install(|| self.run(tokens, cache, pass)))
+    /// The caller has checked the ids, the count and the context window.
+    pub(crate) fn forward(&self, tokens: &[u32], cache: &mut Cache, pass: Pass) -> Vec<f32> {
+        self.pool.install(|| self.run(tokens, cache, pass))
     }
 
     fn run(&self, tokens: &[u32], cache: &mut Cache, pass: Pass) -> Vec<f32> {

@@ -512,3 +512,92 @@ fn kb_llm_file() -> PathBuf {
         .find(|p| p.extension().is_some_and(|e| e == "gguf"))
         .expect("a .gguf file")
 }
+
+/// The candle path (what runs on a GPU with the `cuda` feature), here on
+/// candle's CPU device with f32 layer weights: its prompt logits equal the
+/// CPU engine's, greedy ids equal llama.cpp's, a reused prefix gives the same
+/// output as a cold run, and the context guard holds.
+#[test]
+fn the_candle_device_path_matches_llamacpp() {
+    let model = GgufModel::load(
+        &model_path(),
+        &LoadOptions::default()
+            .backend(kb_llm::Backend::CandleCpu)
+            .dense_prompt_weights(true),
+    )
+    .expect("load SmolLM2 on candle's CPU device");
+    if std::env::var("KB_TEST_DENSE").is_err() {
+        // Both run f32 layers and the stored output layer: the same numbers.
+        for case in &fixture().cases {
+            let ours = model
+                .logits(&mut model.session(), &case.prompt_ids)
+                .expect("candle logits");
+            let cpu = self::model()
+                .logits(&mut self::model().session(), &case.prompt_ids)
+                .expect("cpu logits");
+            let worst = ours
+                .iter()
+                .zip(&cpu)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-3, "candle and the CPU engine differ by {worst}");
+        }
+    }
+    let mut problems = Vec::new();
+    for case in &fixture().cases {
+        let mut session = model.session();
+        let generation = model
+            .generate(
+                &mut session,
+                &case.prompt_ids,
+                &GenerateOptions::default().max_tokens(24),
+                |_| true,
+            )
+            .expect("generate");
+        let mut reference = case.generated_ids.clone();
+        if reference
+            .last()
+            .is_some_and(|t| model.tokenizer().is_end_of_generation(*t))
+        {
+            reference.pop();
+        }
+        reference.truncate(generation.ids.len());
+        problems.extend(same_or_near_tie(
+            &generation.ids,
+            &reference,
+            &case.top2_per_step,
+            "candle greedy",
+        ));
+        // The same prompt again in the same session: all but one token cached.
+        let again = model
+            .generate(
+                &mut session,
+                &case.prompt_ids,
+                &GenerateOptions::default().max_tokens(8),
+                |_| true,
+            )
+            .expect("generate again");
+        assert_eq!(again.cached_tokens, case.prompt_ids.len() - 1);
+        assert_eq!(again.ids, generation.ids[..again.ids.len()]);
+    }
+    assert_all(problems);
+    let too_long = vec![1u32; model.context_length() + 1];
+    assert!(matches!(
+        model.logits(&mut model.session(), &too_long),
+        Err(LlmError::ContextOverflow { .. })
+    ));
+}
+
+/// Without the `cuda` feature, asking for the GPU says how to get it.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn asking_for_a_gpu_without_the_cuda_feature_is_a_clear_error() {
+    let err = GgufModel::load(
+        &model_path(),
+        &LoadOptions::default().backend(kb_llm::Backend::Cuda(0)),
+    )
+    .expect_err("no cuda in this build");
+    assert!(err.to_string().contains("--features cuda"), "{err}");
+    assert_eq!(kb_llm::Backend::auto(), kb_llm::Backend::Cpu);
+    assert!("tpu".parse::<kb_llm::Backend>().is_err());
+}

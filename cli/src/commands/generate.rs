@@ -36,10 +36,13 @@ pub fn remote_model(llm: &str) -> Result<OpenAiChat> {
     Ok(kb_llm::remote(llm)?)
 }
 
-/// How local models are loaded: `KB_PROMPT_WEIGHTS`, and `threads` or
-/// else `KB_THREADS`.
+/// How local models are loaded: `KB_PROMPT_WEIGHTS`, `KB_DEVICE`, and
+/// `threads` or else `KB_THREADS`.
 pub fn load_options(threads: Option<usize>) -> Result<LoadOptions> {
     let mut options = LoadOptions::default().dense_prompt_weights(dense_prompt_weights()?);
+    if let Some(backend) = backend_from_env()? {
+        options = options.backend(backend);
+    }
     if let Some(threads) = threads.or_else(threads_from_env) {
         options = options.threads(threads);
     }
@@ -51,6 +54,19 @@ pub fn load_local(config: &Config, threads: Option<usize>) -> Result<GgufModel> 
     let path = config.model_cache().resolve(&config.llm.value)?;
     GgufModel::load(&path, &load_options(threads)?)
         .with_context(|| format!("loading the chat model from {}", path.display()))
+}
+
+/// `KB_DEVICE`: where the chat model runs: `cpu` (kb's own kernels),
+/// `cuda` or `cuda:N` (a GPU; kb built with `--features cuda`), or
+/// `candle-cpu`. Unset: a GPU when there is one and kb can use it, else the CPU.
+pub fn backend_from_env() -> Result<Option<kb_llm::Backend>> {
+    match std::env::var("KB_DEVICE").ok().as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(value) => value
+            .parse()
+            .map(Some)
+            .map_err(|e: String| anyhow::anyhow!("KB_DEVICE: {e}")),
+    }
 }
 
 /// `KB_PROMPT_WEIGHTS`: `quantized` (the default: prompts run on the 8-bit
