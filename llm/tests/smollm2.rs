@@ -209,6 +209,19 @@ fn message_contents_cannot_open_or_close_a_turn() {
     );
 }
 
+/// llama.cpp's greedy ids for `case` without the EOS that ended them, and
+/// whether one did.
+fn greedy_reference(model: &GgufModel, case: &Case) -> (Vec<u32>, bool) {
+    let mut reference = case.generated_ids.clone();
+    let stopped_by_eos = reference
+        .last()
+        .is_some_and(|t| model.tokenizer().is_end_of_generation(*t));
+    if stopped_by_eos {
+        reference.pop();
+    }
+    (reference, stopped_by_eos)
+}
+
 #[test]
 fn greedy_generation_matches_llamacpp() {
     let model = model();
@@ -227,14 +240,7 @@ fn greedy_generation_matches_llamacpp() {
                 },
             )
             .expect("generate");
-        // The fixture's ids end with the EOS that stopped llama.cpp.
-        let mut reference = case.generated_ids.clone();
-        let stopped_by_eos = reference
-            .last()
-            .is_some_and(|t| model.tokenizer().is_end_of_generation(*t));
-        if stopped_by_eos {
-            reference.pop();
-        }
+        let (reference, stopped_by_eos) = greedy_reference(model, case);
         problems.extend(same_or_near_tie(
             &generation.ids,
             &reference,
@@ -554,13 +560,7 @@ fn the_candle_device_path_matches_llamacpp() {
                 |_| true,
             )
             .expect("generate");
-        let mut reference = case.generated_ids.clone();
-        if reference
-            .last()
-            .is_some_and(|t| model.tokenizer().is_end_of_generation(*t))
-        {
-            reference.pop();
-        }
+        let (mut reference, _) = greedy_reference(&model, case);
         reference.truncate(generation.ids.len());
         problems.extend(same_or_near_tie(
             &generation.ids,
