@@ -72,10 +72,7 @@ enum Model {
     Bpe(Box<tokenizers::Tokenizer>),
     /// SentencePiece, with the special tokens (longest first) split out of
     /// the text before it is encoded.
-    Spm {
-        spm: Spm,
-        specials: Vec<(String, u32)>,
-    },
+    Spm { spm: Spm, specials: Vec<Special> },
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -453,19 +450,37 @@ fn spm_model(
             *slot = tokens.iter().rposition(|t| *t == text).map(|id| id as u32);
         }
     }
-    // llama.cpp splits control, user-defined and unknown tokens out of the text.
-    let mut specials: Vec<(String, u32)> = tokens
+    // llama.cpp splits control, user-defined and unknown tokens out of the
+    // text. For Phi-3 it also drops the whitespace after them (its chat
+    // template writes "<|user|>\n"), except after <unk>, <s> and <|endoftext|>.
+    let phi3 = gguf.has("general.name") && {
+        let name = gguf.string("general.name")?.to_lowercase();
+        name.contains("phi-3") || name.contains("phi3")
+    };
+    let mut specials: Vec<Special> = tokens
         .iter()
         .zip(types)
         .enumerate()
         .filter(|(_, (text, t))| {
             !text.is_empty() && matches!(**t, TYPE_CONTROL | TYPE_USER_DEFINED | TYPE_UNKNOWN)
         })
-        .map(|(id, (text, _))| (text.to_string(), id as u32))
+        .map(|(id, (text, _))| Special {
+            text: text.to_string(),
+            id: id as u32,
+            strip_after: phi3 && !matches!(*text, "<unk>" | "<s>" | "<|endoftext|>"),
+        })
         .collect();
-    specials.sort_by_key(|(text, _)| std::cmp::Reverse(text.len()));
+    specials.sort_by_key(|s| std::cmp::Reverse(s.text.len()));
     let spm = Spm::new(tokens, scores, byte_tokens, unknown, add_space_prefix);
     Ok((Model::Spm { spm, specials }, bytes))
+}
+
+/// A special token SentencePiece text is split around.
+struct Special {
+    text: String,
+    id: u32,
+    /// Whitespace right after the token is dropped (llama.cpp's `rstrip`).
+    strip_after: bool,
 }
 
 /// A piece of the input: plain text, or a special token written in it.
@@ -478,9 +493,14 @@ enum Fragment<'a> {
 /// `text` cut around the special tokens written in it. As in llama.cpp, the
 /// longest token is split out everywhere first, then the next longest from
 /// what text is left, and so on.
-fn split_specials<'a>(text: &'a str, specials: &[(String, u32)]) -> Vec<Fragment<'a>> {
+fn split_specials<'a>(text: &'a str, specials: &[Special]) -> Vec<Fragment<'a>> {
     let mut fragments = vec![Fragment::Text(text)];
-    for (special, id) in specials {
+    for Special {
+        text: special,
+        id,
+        strip_after,
+    } in specials
+    {
         if !text.contains(special.as_str()) {
             continue;
         }
@@ -496,6 +516,10 @@ fn split_specials<'a>(text: &'a str, specials: &[(String, u32)]) -> Vec<Fragment
                 }
                 next.push(Fragment::Token(*id));
                 rest = &rest[at + special.len()..];
+                if *strip_after {
+                    // C's isspace: space, \t, \n, \v, \f, \r.
+                    rest = rest.trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r']);
+                }
             }
             if !rest.is_empty() {
                 next.push(Fragment::Text(rest));

@@ -169,3 +169,52 @@ fn sentencepiece_special_tokens_and_bos() {
     );
     assert!(tokenizer.is_end_of_generation(2));
 }
+
+/// The chat templates stored in the Phi-3 and Qwen 2 vocabularies render
+/// their documented formats, and the prompts tokenize with their markers as
+/// single tokens, as llama.cpp reads them (for Phi-3, the newline after a
+/// marker is dropped, llama.cpp's `rstrip` for that model).
+#[test]
+fn stored_chat_templates_render_and_tokenize_as_llama_cpp_does() {
+    let Some(dir) = vocab_dir() else {
+        return;
+    };
+    let conversation = [
+        kb_core::Message::system("Be brief."),
+        kb_core::Message::user("Hello"),
+    ];
+    let mut rendered = Vec::new();
+    for name in ["phi-3", "qwen2"] {
+        let gguf = GgufFile::open(&dir.join(format!("ggml-vocab-{name}.gguf"))).expect("open");
+        let tokenizer = Tokenizer::from_gguf(&gguf).expect("tokenizer");
+        let text = |id: Option<u32>| {
+            id.map(|id| tokenizer.decode(&[id], false))
+                .unwrap_or_default()
+        };
+        let template = kb_llm::ChatTemplate::new(
+            gguf.string("tokenizer.chat_template").expect("template"),
+            &text(tokenizer.bos()),
+            &text(tokenizer.eos()),
+        )
+        .expect("template compiles");
+        let prompt = template.render(&conversation, true).expect("render");
+        let ids = tokenizer.encode(&prompt).expect("encode");
+        rendered.push((prompt, ids, tokenizer));
+    }
+    let (phi3, phi3_ids, _) = &rendered[0];
+    // Phi-3's template has no system turn.
+    assert_eq!(phi3, "<s><|user|>\nHello<|end|>\n<|assistant|>\n");
+    // <s> <|user|> ▁Hello <|end|> <|assistant|>
+    assert_eq!(phi3_ids, &vec![1, 32010, 15043, 32007, 32001]);
+    let (qwen, qwen_ids, qwen_tokenizer) = &rendered[1];
+    assert_eq!(
+        qwen,
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n"
+    );
+    let im_start = qwen_tokenizer.token_id("<|im_start|>").expect("marker");
+    let im_end = qwen_tokenizer.token_id("<|im_end|>").expect("marker");
+    assert_eq!(qwen_ids.iter().filter(|&&t| t == im_start).count(), 3);
+    assert_eq!(qwen_ids.iter().filter(|&&t| t == im_end).count(), 2);
+    assert!(qwen_tokenizer.is_end_of_generation(im_end));
+    assert_eq!(qwen_tokenizer.decode(qwen_ids, false), *qwen);
+}
