@@ -4,8 +4,9 @@
 //! dot product between a quantized weight row and the activations. As in
 //! llama.cpp, the activations are quantized too (to 8 bits per value, one
 //! scale per block of 32), and each block's dot product runs in integer SIMD.
-//! Weights are unpacked at load from ggml's blocks into separate scale and
-//! quant arrays, so the kernel never converts f16 scales.
+//! Weights are unpacked at load from ggml's blocks with their f16 scales
+//! widened to f32, so the kernel never converts them; Q4_1 keeps each block's
+//! scales beside its quants, so a row is one stream through memory.
 
 use candle_core::quantized::GgmlDType;
 use half::f16;
@@ -13,19 +14,34 @@ use half::f16;
 /// Values per quantization block.
 pub(crate) const BLOCK: usize = 32;
 
+/// One Q4_1 block: scale, minimum (widened from ggml's f16) and 32 quants.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub(crate) struct Q4_1Block {
+    d: f32,
+    m: f32,
+    qs: [u8; 16],
+}
+
+/// One Q8_0 block: scale (widened from ggml's f16) and 32 quants.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub(crate) struct Q8_0Block {
+    d: f32,
+    qs: [i8; 32],
+}
+
 /// A matrix of quantized rows, `rows × cols`, `cols` a multiple of [`BLOCK`].
 #[derive(Debug, Clone)]
 pub(crate) enum QuantRows {
     /// ggml Q4_0: `d · (q − 8)`, 4-bit `q`.
     Q4_0 { d: Vec<f32>, qs: Vec<u8> },
-    /// ggml Q4_1: `d · q + m`, 4-bit `q`.
-    Q4_1 {
-        d: Vec<f32>,
-        m: Vec<f32>,
-        qs: Vec<u8>,
-    },
-    /// ggml Q8_0: `d · q`, 8-bit signed `q`.
-    Q8_0 { d: Vec<f32>, qs: Vec<i8> },
+    /// ggml Q4_1: `d · q + m`, 4-bit `q`; each block's scales beside its
+    /// quants, so a row is read as one stream.
+    Q4_1 { blocks: Vec<Q4_1Block> },
+    /// ggml Q8_0: `d · q`, 8-bit signed `q`, each block's scale beside its
+    /// quants.
+    Q8_0 { blocks: Vec<Q8_0Block> },
 }
 
 impl QuantRows {
@@ -44,26 +60,35 @@ impl QuantRows {
                 Some(QuantRows::Q4_0 { d, qs })
             }
             GgmlDType::Q4_1 => {
-                let blocks = bytes.chunks_exact(20);
-                let mut d = Vec::with_capacity(blocks.len());
-                let mut m = Vec::with_capacity(blocks.len());
-                let mut qs = Vec::with_capacity(blocks.len() * 16);
-                for b in blocks {
-                    d.push(half(&b[0..2]));
-                    m.push(half(&b[2..4]));
-                    qs.extend_from_slice(&b[4..20]);
-                }
-                Some(QuantRows::Q4_1 { d, m, qs })
+                let blocks = bytes
+                    .chunks_exact(20)
+                    .map(|b| {
+                        let mut qs = [0u8; 16];
+                        qs.copy_from_slice(&b[4..20]);
+                        Q4_1Block {
+                            d: half(&b[0..2]),
+                            m: half(&b[2..4]),
+                            qs,
+                        }
+                    })
+                    .collect();
+                Some(QuantRows::Q4_1 { blocks })
             }
             GgmlDType::Q8_0 => {
-                let blocks = bytes.chunks_exact(34);
-                let mut d = Vec::with_capacity(blocks.len());
-                let mut qs = Vec::with_capacity(blocks.len() * 32);
-                for b in blocks {
-                    d.push(half(&b[0..2]));
-                    qs.extend(b[2..34].iter().map(|&v| v as i8));
-                }
-                Some(QuantRows::Q8_0 { d, qs })
+                let blocks = bytes
+                    .chunks_exact(34)
+                    .map(|b| {
+                        let mut qs = [0i8; 32];
+                        for (q, v) in qs.iter_mut().zip(&b[2..34]) {
+                            *q = *v as i8;
+                        }
+                        Q8_0Block {
+                            d: half(&b[0..2]),
+                            qs,
+                        }
+                    })
+                    .collect();
+                Some(QuantRows::Q8_0 { blocks })
             }
             _ => None,
         }
@@ -73,8 +98,8 @@ impl QuantRows {
     pub(crate) fn size(&self) -> usize {
         match self {
             QuantRows::Q4_0 { d, qs } => d.len() * 4 + qs.len(),
-            QuantRows::Q4_1 { d, m, qs } => (d.len() + m.len()) * 4 + qs.len(),
-            QuantRows::Q8_0 { d, qs } => d.len() * 4 + qs.len(),
+            QuantRows::Q4_1 { blocks } => blocks.len() * std::mem::size_of::<Q4_1Block>(),
+            QuantRows::Q8_0 { blocks } => blocks.len() * std::mem::size_of::<Q8_0Block>(),
         }
     }
 
@@ -92,17 +117,17 @@ impl QuantRows {
                         out[j + 16] = d[block] * ((q[j] >> 4) as f32 - 8.0);
                     }
                 }
-                QuantRows::Q4_1 { d, m, qs } => {
-                    let q = &qs[block * 16..block * 16 + 16];
+                QuantRows::Q4_1 { blocks } => {
+                    let Q4_1Block { d, m, qs: q } = &blocks[block];
                     for j in 0..16 {
-                        out[j] = d[block] * (q[j] & 15) as f32 + m[block];
-                        out[j + 16] = d[block] * (q[j] >> 4) as f32 + m[block];
+                        out[j] = d * (q[j] & 15) as f32 + m;
+                        out[j + 16] = d * (q[j] >> 4) as f32 + m;
                     }
                 }
-                QuantRows::Q8_0 { d, qs } => {
-                    let q = &qs[block * BLOCK..(block + 1) * BLOCK];
+                QuantRows::Q8_0 { blocks } => {
+                    let Q8_0Block { d, qs: q } = &blocks[block];
                     for j in 0..BLOCK {
-                        out[j] = d[block] * q[j] as f32;
+                        out[j] = d * q[j] as f32;
                     }
                 }
             }
@@ -128,21 +153,14 @@ impl QuantRows {
     /// [`matvec`](Self::matvec) gives, with each weight block unpacked once.
     pub(crate) fn dot4(&self, cols: usize, row: usize, xs: [&QuantizedActs; 4]) -> [f32; 4] {
         #[cfg(target_arch = "x86_64")]
-        if let QuantRows::Q4_1 { d, m, qs } = self
+        if let QuantRows::Q4_1 { blocks } = self
             && std::arch::is_x86_feature_detected!("avx2")
             && std::arch::is_x86_feature_detected!("fma")
         {
             let nb = cols / BLOCK;
             let start = row * nb;
             // SAFETY: the CPU has the features the kernel was compiled for.
-            return unsafe {
-                avx2::dot_q4_1_x4(
-                    &d[start..start + nb],
-                    &m[start..start + nb],
-                    &qs[start * 16..(start + nb) * 16],
-                    xs,
-                )
-            };
+            return unsafe { avx2::dot_q4_1_x4(&blocks[start..start + nb], xs) };
         }
         let mut out = [0f32; 4];
         for (o, x) in out.iter_mut().zip(xs) {
@@ -167,19 +185,19 @@ impl QuantRows {
                     }
                     d[w] * x.d[b] * (sum as f32 - 8.0 * x.qsum[b])
                 }
-                QuantRows::Q4_1 { d, m, qs } => {
-                    let q = &qs[w * 16..w * 16 + 16];
+                QuantRows::Q4_1 { blocks } => {
+                    let Q4_1Block { d, m, qs: q } = &blocks[w];
                     let mut sum = 0i32;
                     for j in 0..16 {
                         sum += (q[j] & 15) as i32 * xq[j] as i32;
                         sum += (q[j] >> 4) as i32 * xq[j + 16] as i32;
                     }
-                    d[w] * x.d[b] * sum as f32 + m[w] * x.s[b]
+                    d * x.d[b] * sum as f32 + m * x.s[b]
                 }
-                QuantRows::Q8_0 { d, qs } => {
-                    let q = &qs[w * BLOCK..(w + 1) * BLOCK];
+                QuantRows::Q8_0 { blocks } => {
+                    let Q8_0Block { d, qs: q } = &blocks[w];
                     let sum: i32 = q.iter().zip(xq).map(|(a, b)| *a as i32 * *b as i32).sum();
-                    d[w] * x.d[b] * sum as f32
+                    d * x.d[b] * sum as f32
                 }
             };
         }
@@ -228,7 +246,7 @@ impl QuantizedActs {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{BLOCK, QuantRows, QuantizedActs};
+    use super::{BLOCK, Q4_1Block, Q8_0Block, QuantRows, QuantizedActs};
 
     #[target_feature(enable = "avx2,fma")]
     pub(super) fn matvec(
@@ -240,15 +258,10 @@ mod avx2 {
     ) {
         let nb = cols / BLOCK;
         match w {
-            QuantRows::Q4_1 { d, m, qs } => {
+            QuantRows::Q4_1 { blocks } => {
                 for (i, o) in out.iter_mut().enumerate() {
                     let start = (first + i) * nb;
-                    *o = dot_q4_1(
-                        &d[start..start + nb],
-                        &m[start..start + nb],
-                        &qs[start * 16..(start + nb) * 16],
-                        x,
-                    );
+                    *o = dot_q4_1(&blocks[start..start + nb], x);
                 }
             }
             QuantRows::Q4_0 { d, qs } => {
@@ -257,14 +270,10 @@ mod avx2 {
                     *o = dot_q4_0(&d[start..start + nb], &qs[start * 16..(start + nb) * 16], x);
                 }
             }
-            QuantRows::Q8_0 { d, qs } => {
+            QuantRows::Q8_0 { blocks } => {
                 for (i, o) in out.iter_mut().enumerate() {
                     let start = (first + i) * nb;
-                    *o = dot_q8_0(
-                        &d[start..start + nb],
-                        &qs[start * BLOCK..(start + nb) * BLOCK],
-                        x,
-                    );
+                    *o = dot_q8_0(&blocks[start..start + nb], x);
                 }
             }
         }
@@ -311,25 +320,34 @@ mod avx2 {
         _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
     }
 
+    /// The 32 unsigned 4-bit values of a Q4_1 block, in order, one per byte.
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
-    fn dot_q4_1(d: &[f32], m: &[f32], qs: &[u8], x: &QuantizedActs) -> f32 {
-        let nb = d.len();
+    fn block_nibbles(block: &Q4_1Block) -> __m256i {
+        nibbles(&block.qs, 0)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn dot_q4_1(blocks: &[Q4_1Block], x: &QuantizedActs) -> f32 {
+        let nb = blocks.len();
         let mut acc0 = _mm256_setzero_ps();
         let mut acc1 = _mm256_setzero_ps();
         let mut offset = 0f32;
         let mut b = 0;
         while b + 1 < nb {
-            let p0 = dot_u8_i8(nibbles(qs, b), acts(x, b));
-            let p1 = dot_u8_i8(nibbles(qs, b + 1), acts(x, b + 1));
-            acc0 = _mm256_fmadd_ps(p0, _mm256_set1_ps(d[b] * x.d[b]), acc0);
-            acc1 = _mm256_fmadd_ps(p1, _mm256_set1_ps(d[b + 1] * x.d[b + 1]), acc1);
-            offset += m[b] * x.s[b] + m[b + 1] * x.s[b + 1];
+            let (w0, w1) = (&blocks[b], &blocks[b + 1]);
+            let p0 = dot_u8_i8(block_nibbles(w0), acts(x, b));
+            let p1 = dot_u8_i8(block_nibbles(w1), acts(x, b + 1));
+            acc0 = _mm256_fmadd_ps(p0, _mm256_set1_ps(w0.d * x.d[b]), acc0);
+            acc1 = _mm256_fmadd_ps(p1, _mm256_set1_ps(w1.d * x.d[b + 1]), acc1);
+            offset += w0.m * x.s[b] + w1.m * x.s[b + 1];
             b += 2;
         }
         if b < nb {
-            let p = dot_u8_i8(nibbles(qs, b), acts(x, b));
-            acc0 = _mm256_fmadd_ps(p, _mm256_set1_ps(d[b] * x.d[b]), acc0);
-            offset += m[b] * x.s[b];
+            let w = &blocks[b];
+            let p = dot_u8_i8(block_nibbles(w), acts(x, b));
+            acc0 = _mm256_fmadd_ps(p, _mm256_set1_ps(w.d * x.d[b]), acc0);
+            offset += w.m * x.s[b];
         }
         hsum(_mm256_add_ps(acc0, acc1)) + offset
     }
@@ -337,37 +355,34 @@ mod avx2 {
     /// [`dot_q4_1`] for four activation vectors at once; each result has
     /// exactly the arithmetic (and order) of its single-vector call.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn dot_q4_1_x4(
-        d: &[f32],
-        m: &[f32],
-        qs: &[u8],
-        xs: [&QuantizedActs; 4],
-    ) -> [f32; 4] {
-        let nb = d.len();
+    pub(super) fn dot_q4_1_x4(blocks: &[Q4_1Block], xs: [&QuantizedActs; 4]) -> [f32; 4] {
+        let nb = blocks.len();
         let mut acc0 = [_mm256_setzero_ps(); 4];
         let mut acc1 = [_mm256_setzero_ps(); 4];
         let mut offset = [0f32; 4];
         let mut b = 0;
         while b + 1 < nb {
-            let w0 = nibbles(qs, b);
-            let w1 = nibbles(qs, b + 1);
+            let (b0, b1) = (&blocks[b], &blocks[b + 1]);
+            let w0 = block_nibbles(b0);
+            let w1 = block_nibbles(b1);
             for t in 0..4 {
                 let x = xs[t];
                 let p0 = dot_u8_i8(w0, acts(x, b));
                 let p1 = dot_u8_i8(w1, acts(x, b + 1));
-                acc0[t] = _mm256_fmadd_ps(p0, _mm256_set1_ps(d[b] * x.d[b]), acc0[t]);
-                acc1[t] = _mm256_fmadd_ps(p1, _mm256_set1_ps(d[b + 1] * x.d[b + 1]), acc1[t]);
-                offset[t] += m[b] * x.s[b] + m[b + 1] * x.s[b + 1];
+                acc0[t] = _mm256_fmadd_ps(p0, _mm256_set1_ps(b0.d * x.d[b]), acc0[t]);
+                acc1[t] = _mm256_fmadd_ps(p1, _mm256_set1_ps(b1.d * x.d[b + 1]), acc1[t]);
+                offset[t] += b0.m * x.s[b] + b1.m * x.s[b + 1];
             }
             b += 2;
         }
         if b < nb {
-            let w = nibbles(qs, b);
+            let block = &blocks[b];
+            let w = block_nibbles(block);
             for t in 0..4 {
                 let x = xs[t];
                 let p = dot_u8_i8(w, acts(x, b));
-                acc0[t] = _mm256_fmadd_ps(p, _mm256_set1_ps(d[b] * x.d[b]), acc0[t]);
-                offset[t] += m[b] * x.s[b];
+                acc0[t] = _mm256_fmadd_ps(p, _mm256_set1_ps(block.d * x.d[b]), acc0[t]);
+                offset[t] += block.m * x.s[b];
             }
         }
         let mut out = [0f32; 4];
@@ -391,16 +406,15 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    fn dot_q8_0(d: &[f32], qs: &[i8], x: &QuantizedActs) -> f32 {
+    fn dot_q8_0(blocks: &[Q8_0Block], x: &QuantizedActs) -> f32 {
         let mut acc = _mm256_setzero_ps();
-        for (b, db) in d.iter().enumerate() {
-            debug_assert!(qs.len() >= (b + 1) * BLOCK);
-            // SAFETY: block `b` of the row is in bounds.
-            let w = unsafe { _mm256_loadu_si256(qs.as_ptr().add(b * BLOCK).cast()) };
+        for (b, block) in blocks.iter().enumerate() {
+            // SAFETY: a block holds 32 quants; loadu has no alignment need.
+            let w = unsafe { _mm256_loadu_si256(block.qs.as_ptr().cast()) };
             let xv = acts(x, b);
             // |w| · (x with w's sign) = w · x, with an unsigned left operand.
             let p = dot_u8_i8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xv, w));
-            acc = _mm256_fmadd_ps(p, _mm256_set1_ps(db * x.d[b]), acc);
+            acc = _mm256_fmadd_ps(p, _mm256_set1_ps(block.d * x.d[b]), acc);
         }
         hsum(acc)
     }
