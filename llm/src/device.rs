@@ -106,12 +106,6 @@ impl DeviceCache {
     }
 }
 
-impl From<candle_core::Error> for LlmError {
-    fn from(e: candle_core::Error) -> Self {
-        LlmError::Device(e.to_string())
-    }
-}
-
 impl DeviceModel {
     /// Loads the weights of `gguf` onto `device`: as stored, or with `dense`
     /// dequantized to f32 (more memory, f32 arithmetic throughout).

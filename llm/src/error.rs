@@ -103,3 +103,10 @@ impl From<LlmError> for kb_core::Error {
 
 /// The result type of this crate.
 pub type Result<T, E = LlmError> = std::result::Result<T, E>;
+
+/// candle's errors arise on the device path ([`crate::device`]).
+impl From<candle_core::Error> for LlmError {
+    fn from(e: candle_core::Error) -> Self {
+        LlmError::Device(e.to_string())
+    }
+}

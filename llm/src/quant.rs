@@ -5,7 +5,7 @@
 //! llama.cpp, the activations are quantized too (to 8 bits per value, one
 //! scale per block of 32), and each block's dot product runs in integer SIMD.
 //! Weights are unpacked at load from ggml's blocks with their f16 scales
-//! widened to f32, so the kernel never converts them; Q4_1 keeps each block's
+//! widened to f32, so the kernel never converts them; each block keeps its
 //! scales beside its quants, so a row is one stream through memory.
 
 use candle_core::quantized::GgmlDType;
@@ -13,6 +13,14 @@ use half::f16;
 
 /// Values per quantization block.
 pub(crate) const BLOCK: usize = 32;
+
+/// One Q4_0 block: scale (widened from ggml's f16) and 32 quants.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub(crate) struct Q4_0Block {
+    d: f32,
+    qs: [u8; 16],
+}
 
 /// One Q4_1 block: scale, minimum (widened from ggml's f16) and 32 quants.
 #[derive(Debug, Clone, Copy)]
@@ -34,8 +42,9 @@ pub(crate) struct Q8_0Block {
 /// A matrix of quantized rows, `rows × cols`, `cols` a multiple of [`BLOCK`].
 #[derive(Debug, Clone)]
 pub(crate) enum QuantRows {
-    /// ggml Q4_0: `d · (q − 8)`, 4-bit `q`.
-    Q4_0 { d: Vec<f32>, qs: Vec<u8> },
+    /// ggml Q4_0: `d · (q − 8)`, 4-bit `q`, each block's scale beside its
+    /// quants.
+    Q4_0 { blocks: Vec<Q4_0Block> },
     /// ggml Q4_1: `d · q + m`, 4-bit `q`; each block's scales beside its
     /// quants, so a row is read as one stream.
     Q4_1 { blocks: Vec<Q4_1Block> },
@@ -50,14 +59,18 @@ impl QuantRows {
         let half = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]).to_f32();
         match dtype {
             GgmlDType::Q4_0 => {
-                let blocks = bytes.chunks_exact(18);
-                let mut d = Vec::with_capacity(blocks.len());
-                let mut qs = Vec::with_capacity(blocks.len() * 16);
-                for b in blocks {
-                    d.push(half(&b[0..2]));
-                    qs.extend_from_slice(&b[2..18]);
-                }
-                Some(QuantRows::Q4_0 { d, qs })
+                let blocks = bytes
+                    .chunks_exact(18)
+                    .map(|b| {
+                        let mut qs = [0u8; 16];
+                        qs.copy_from_slice(&b[2..18]);
+                        Q4_0Block {
+                            d: half(&b[0..2]),
+                            qs,
+                        }
+                    })
+                    .collect();
+                Some(QuantRows::Q4_0 { blocks })
             }
             GgmlDType::Q4_1 => {
                 let blocks = bytes
@@ -97,7 +110,7 @@ impl QuantRows {
     /// Bytes held.
     pub(crate) fn size(&self) -> usize {
         match self {
-            QuantRows::Q4_0 { d, qs } => d.len() * 4 + qs.len(),
+            QuantRows::Q4_0 { blocks } => blocks.len() * std::mem::size_of::<Q4_0Block>(),
             QuantRows::Q4_1 { blocks } => blocks.len() * std::mem::size_of::<Q4_1Block>(),
             QuantRows::Q8_0 { blocks } => blocks.len() * std::mem::size_of::<Q8_0Block>(),
         }
@@ -110,11 +123,11 @@ impl QuantRows {
             let block = row * nb + b;
             let out = &mut out[b * BLOCK..(b + 1) * BLOCK];
             match self {
-                QuantRows::Q4_0 { d, qs } => {
-                    let q = &qs[block * 16..block * 16 + 16];
+                QuantRows::Q4_0 { blocks } => {
+                    let Q4_0Block { d, qs: q } = &blocks[block];
                     for j in 0..16 {
-                        out[j] = d[block] * ((q[j] & 15) as f32 - 8.0);
-                        out[j + 16] = d[block] * ((q[j] >> 4) as f32 - 8.0);
+                        out[j] = d * ((q[j] & 15) as f32 - 8.0);
+                        out[j + 16] = d * ((q[j] >> 4) as f32 - 8.0);
                     }
                 }
                 QuantRows::Q4_1 { blocks } => {
@@ -176,14 +189,14 @@ impl QuantRows {
             let w = start + b;
             let xq = &x.q[b * BLOCK..(b + 1) * BLOCK];
             total += match self {
-                QuantRows::Q4_0 { d, qs } => {
-                    let q = &qs[w * 16..w * 16 + 16];
+                QuantRows::Q4_0 { blocks } => {
+                    let Q4_0Block { d, qs: q } = &blocks[w];
                     let mut sum = 0i32;
                     for j in 0..16 {
                         sum += (q[j] & 15) as i32 * xq[j] as i32;
                         sum += (q[j] >> 4) as i32 * xq[j + 16] as i32;
                     }
-                    d[w] * x.d[b] * (sum as f32 - 8.0 * x.qsum[b])
+                    d * x.d[b] * (sum as f32 - 8.0 * x.qsum[b])
                 }
                 QuantRows::Q4_1 { blocks } => {
                     let Q4_1Block { d, m, qs: q } = &blocks[w];
@@ -246,7 +259,7 @@ impl QuantizedActs {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{BLOCK, Q4_1Block, Q8_0Block, QuantRows, QuantizedActs};
+    use super::{BLOCK, Q4_0Block, Q4_1Block, Q8_0Block, QuantRows, QuantizedActs};
 
     #[target_feature(enable = "avx2,fma")]
     pub(super) fn matvec(
@@ -264,10 +277,10 @@ mod avx2 {
                     *o = dot_q4_1(&blocks[start..start + nb], x);
                 }
             }
-            QuantRows::Q4_0 { d, qs } => {
+            QuantRows::Q4_0 { blocks } => {
                 for (i, o) in out.iter_mut().enumerate() {
                     let start = (first + i) * nb;
-                    *o = dot_q4_0(&d[start..start + nb], &qs[start * 16..(start + nb) * 16], x);
+                    *o = dot_q4_0(&blocks[start..start + nb], x);
                 }
             }
             QuantRows::Q8_0 { blocks } => {
@@ -293,11 +306,10 @@ mod avx2 {
     /// 32 unsigned 4-bit values of a block, in order, one per byte.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    fn nibbles(qs: &[u8], b: usize) -> __m256i {
-        debug_assert!(qs.len() >= (b + 1) * 16);
-        // SAFETY: the block's 16 bytes are in bounds (checked by the callers'
-        // slicing), and loadu has no alignment requirement.
-        let raw = unsafe { _mm_loadu_si128(qs.as_ptr().add(b * 16).cast()) };
+    fn nibbles(qs: &[u8; 16]) -> __m256i {
+        // SAFETY: 16 bytes are read from a 16-byte array; loadu has no
+        // alignment requirement.
+        let raw = unsafe { _mm_loadu_si128(qs.as_ptr().cast()) };
         let mask = _mm_set1_epi8(0x0f);
         let lo = _mm_and_si128(raw, mask);
         let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
@@ -320,13 +332,6 @@ mod avx2 {
         _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
     }
 
-    /// The 32 unsigned 4-bit values of a Q4_1 block, in order, one per byte.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn block_nibbles(block: &Q4_1Block) -> __m256i {
-        nibbles(&block.qs, 0)
-    }
-
     #[target_feature(enable = "avx2,fma")]
     fn dot_q4_1(blocks: &[Q4_1Block], x: &QuantizedActs) -> f32 {
         let nb = blocks.len();
@@ -336,8 +341,8 @@ mod avx2 {
         let mut b = 0;
         while b + 1 < nb {
             let (w0, w1) = (&blocks[b], &blocks[b + 1]);
-            let p0 = dot_u8_i8(block_nibbles(w0), acts(x, b));
-            let p1 = dot_u8_i8(block_nibbles(w1), acts(x, b + 1));
+            let p0 = dot_u8_i8(nibbles(&w0.qs), acts(x, b));
+            let p1 = dot_u8_i8(nibbles(&w1.qs), acts(x, b + 1));
             acc0 = _mm256_fmadd_ps(p0, _mm256_set1_ps(w0.d * x.d[b]), acc0);
             acc1 = _mm256_fmadd_ps(p1, _mm256_set1_ps(w1.d * x.d[b + 1]), acc1);
             offset += w0.m * x.s[b] + w1.m * x.s[b + 1];
@@ -345,7 +350,7 @@ mod avx2 {
         }
         if b < nb {
             let w = &blocks[b];
-            let p = dot_u8_i8(block_nibbles(w), acts(x, b));
+            let p = dot_u8_i8(nibbles(&w.qs), acts(x, b));
             acc0 = _mm256_fmadd_ps(p, _mm256_set1_ps(w.d * x.d[b]), acc0);
             offset += w.m * x.s[b];
         }
@@ -363,8 +368,8 @@ mod avx2 {
         let mut b = 0;
         while b + 1 < nb {
             let (b0, b1) = (&blocks[b], &blocks[b + 1]);
-            let w0 = block_nibbles(b0);
-            let w1 = block_nibbles(b1);
+            let w0 = nibbles(&b0.qs);
+            let w1 = nibbles(&b1.qs);
             for t in 0..4 {
                 let x = xs[t];
                 let p0 = dot_u8_i8(w0, acts(x, b));
@@ -377,7 +382,7 @@ mod avx2 {
         }
         if b < nb {
             let block = &blocks[b];
-            let w = block_nibbles(block);
+            let w = nibbles(&block.qs);
             for t in 0..4 {
                 let x = xs[t];
                 let p = dot_u8_i8(w, acts(x, b));
@@ -393,12 +398,12 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    fn dot_q4_0(d: &[f32], qs: &[u8], x: &QuantizedActs) -> f32 {
+    fn dot_q4_0(blocks: &[Q4_0Block], x: &QuantizedActs) -> f32 {
         let mut acc = _mm256_setzero_ps();
         let mut offset = 0f32;
-        for (b, db) in d.iter().enumerate() {
-            let p = dot_u8_i8(nibbles(qs, b), acts(x, b));
-            let scale = db * x.d[b];
+        for (b, block) in blocks.iter().enumerate() {
+            let p = dot_u8_i8(nibbles(&block.qs), acts(x, b));
+            let scale = block.d * x.d[b];
             acc = _mm256_fmadd_ps(p, _mm256_set1_ps(scale), acc);
             offset += scale * x.qsum[b];
         }

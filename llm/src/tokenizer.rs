@@ -161,7 +161,7 @@ impl Tokenizer {
         let (model, bytes) = if spm {
             let unknown = optional_id("tokenizer.ggml.unknown_token_id")?.or(default_id(0));
             let add_space_prefix = flag("tokenizer.ggml.add_space_prefix", true)?;
-            spm_model(gguf, &tokens, &types, unknown, add_space_prefix)?
+            spm_model(gguf, &tokens, &types, &vocab, unknown, add_space_prefix)?
         } else {
             bpe_model(gguf, &tokens, &types, &vocab)?
         };
@@ -416,6 +416,7 @@ fn spm_model(
     gguf: &GgufFile,
     tokens: &[&str],
     types: &[usize],
+    vocab: &HashMap<String, u32>,
     unknown: Option<u32>,
     add_space_prefix: bool,
 ) -> Result<(Model, Vec<Vec<u8>>)> {
@@ -446,8 +447,7 @@ fn spm_model(
     // A vocabulary without byte tokens may still have the byte as a piece.
     for (b, slot) in byte_tokens.iter_mut().enumerate() {
         if slot.is_none() && b < 0x80 {
-            let text = char::from(b as u8).to_string();
-            *slot = tokens.iter().rposition(|t| *t == text).map(|id| id as u32);
+            *slot = vocab.get(char::from(b as u8).to_string().as_str()).copied();
         }
     }
     // llama.cpp splits control, user-defined and unknown tokens out of the
@@ -471,7 +471,13 @@ fn spm_model(
         })
         .collect();
     specials.sort_by_key(|s| std::cmp::Reverse(s.text.len()));
-    let spm = Spm::new(tokens, scores, byte_tokens, unknown, add_space_prefix);
+    let spm = Spm::new(
+        vocab.clone(),
+        scores,
+        byte_tokens,
+        unknown,
+        add_space_prefix,
+    );
     Ok((Model::Spm { spm, specials }, bytes))
 }
 

@@ -27,20 +27,16 @@ pub(crate) struct Spm {
 }
 
 impl Spm {
-    /// An encoder over `tokens` with their `scores`. `byte_tokens[b]` is the
-    /// token for byte `b`, where the vocabulary has one.
+    /// An encoder over the pieces `ids` (text → id) with their `scores`
+    /// (by id). `byte_tokens[b]` is the token for byte `b`, where the
+    /// vocabulary has one.
     pub(crate) fn new(
-        tokens: &[&str],
+        ids: HashMap<String, u32>,
         scores: Vec<f32>,
         byte_tokens: Vec<Option<u32>>,
         unknown: Option<u32>,
         add_space_prefix: bool,
     ) -> Self {
-        let ids = tokens
-            .iter()
-            .enumerate()
-            .map(|(id, text)| (text.to_string(), id as u32))
-            .collect();
         Spm {
             ids,
             scores,
@@ -196,7 +192,12 @@ mod tests {
         let mut bytes = vec![None; 256];
         bytes[0x0A] = Some(7);
         bytes[0xE2] = Some(8);
-        Spm::new(&tokens, scores, bytes, Some(0), true)
+        let ids = tokens
+            .iter()
+            .enumerate()
+            .map(|(id, t)| (t.to_string(), id as u32))
+            .collect();
+        Spm::new(ids, scores, bytes, Some(0), true)
     }
 
     #[test]
