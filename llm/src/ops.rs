@@ -326,14 +326,22 @@ pub(crate) fn fast_exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
     // Round to nearest by adding and subtracting 1.5·2²³ (no libm call).
     const SHIFT: f32 = 12_582_912.0;
-    let n = (x * std::f32::consts::LOG2_E + SHIFT) - SHIFT;
+    let shifted = x * std::f32::consts::LOG2_E + SHIFT;
+    let n = shifted - SHIFT;
     let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (0.166_666_67
                     + r * (0.041_666_41 + r * (0.008_333_452 + r * 0.001_394_978_6)))));
-    f32::from_bits(((n as i32 + 127) as u32) << 23) * p
+    // 2ⁿ, built in the exponent field. The low bits of `shifted` hold n
+    // (its bits are SHIFT's plus n), so no float-to-integer conversion is
+    // needed: Rust's saturates, and would keep loops over this scalar.
+    let biased = shifted
+        .to_bits()
+        .wrapping_sub(SHIFT.to_bits())
+        .wrapping_add(127);
+    f32::from_bits(biased << 23) * p
 }
 
 #[cfg(test)]
