@@ -16,6 +16,8 @@
 //! - [`PromptTemplate`], [`ChatPromptTemplate`], [`FewShotPromptTemplate`]:
 //!   Jinja templates (minijinja) that refuse missing variables.
 //! - [`models`]: fetching the default model weights from the package registry.
+//! - [`quant`]: the integer matrix product of 4-bit weights and 8-bit
+//!   activations both local engines run batches through.
 //! - [`Worker`]: the thread a loaded model runs on, so async callers queue
 //!   instead of blocking the runtime.
 //! - [`Error`]: the one error type; other kb crates convert into it.
@@ -62,6 +64,7 @@ mod generate;
 mod message;
 pub mod models;
 mod prompt;
+pub mod quant;
 mod reranker;
 mod retriever;
 mod runnable;

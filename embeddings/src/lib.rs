@@ -36,7 +36,6 @@ mod local;
 #[cfg(feature = "remote")]
 mod openai;
 mod q4_0;
-mod q4_gemm;
 mod q8_0;
 
 pub use any::LocalEmbedder;

@@ -40,6 +40,20 @@ pub(crate) fn dequantize(bytes: &[u8], out: &mut [f32]) {
     }
 }
 
+/// Each block of `bytes` as `(d, m, q)` with `q` in 0..15: the weight is
+/// `d·q + m`, `m = −8d`.
+pub(crate) fn blocks(bytes: &[u8]) -> impl Iterator<Item = (f32, f32, [u8; BLOCK])> + '_ {
+    bytes.chunks_exact(BLOCK_BYTES).map(|block| {
+        let d = f16_to_f32(u16::from_le_bytes([block[0], block[1]]));
+        let mut q = [0u8; BLOCK];
+        for (j, &byte) in block[2..].iter().enumerate() {
+            q[j] = byte & 0x0f;
+            q[j + 16] = byte >> 4;
+        }
+        (d, -8.0 * d, q)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,8 +19,8 @@ pub(crate) struct Q8Rows {
     values: Vec<i8>,
     /// `tokens × k/32`: the scale of each block.
     scales: Vec<f32>,
-    /// `tokens × k/32`: the sum of each block's values.
-    sums: Vec<i32>,
+    /// `tokens × k/32`: each block's scale times the sum of its values.
+    sums: Vec<f32>,
 }
 
 impl Q8Rows {
@@ -31,7 +31,7 @@ impl Q8Rows {
         let blocks = k / q4_0::BLOCK;
         let mut values = vec![0i8; tokens * k];
         let mut scales = vec![0f32; tokens * blocks];
-        let mut sums = vec![0i32; tokens * blocks];
+        let mut sums = vec![0f32; tokens * blocks];
         values
             .par_chunks_mut(k)
             .zip(scales.par_chunks_mut(blocks))
@@ -61,33 +61,21 @@ impl Q8Rows {
         self.tokens
     }
 
-    /// The number of values per row.
-    pub(crate) fn k(&self) -> usize {
-        self.k
-    }
-
-    /// The scale of row `t`'s block `b`.
-    pub(crate) fn scale(&self, t: usize, b: usize) -> f32 {
-        self.scales[t * self.k / q4_0::BLOCK + b]
-    }
-
-    /// The sum of row `t`'s block `b`'s values.
-    pub(crate) fn sum(&self, t: usize, b: usize) -> i32 {
-        self.sums[t * self.k / q4_0::BLOCK + b]
-    }
-
-    /// Row `t`'s values `column..column + 4` as the bytes of one integer.
-    pub(crate) fn four(&self, t: usize, column: usize) -> i32 {
-        let at = t * self.k + column;
-        let v = &self.values[at..at + 4];
-        i32::from_le_bytes([v[0] as u8, v[1] as u8, v[2] as u8, v[3] as u8])
+    /// The rows as the shared integer kernel reads them.
+    pub(crate) fn view(&self) -> kb_core::quant::Q8Rows<'_> {
+        kb_core::quant::Q8Rows {
+            k: self.k,
+            values: &self.values,
+            scales: &self.scales,
+            sums: &self.sums,
+        }
     }
 }
 
 /// Quantises one row block by block: its values, and each block's scale and
 /// sum of values.
 #[inline(always)]
-fn quantize_row(row: &[f32], values: &mut [i8], scales: &mut [f32], sums: &mut [i32]) {
+fn quantize_row(row: &[f32], values: &mut [i8], scales: &mut [f32], sums: &mut [f32]) {
     for (((block, out), scale), sum) in row
         .chunks_exact(q4_0::BLOCK)
         .zip(values.chunks_exact_mut(q4_0::BLOCK))
@@ -108,7 +96,7 @@ fn quantize_row(row: &[f32], values: &mut [i8], scales: &mut [f32], sums: &mut [
         for (q, x) in out.iter_mut().zip(block) {
             *q = round_to_int(x * inverse) as i8;
         }
-        *sum = out.iter().map(|&q| i32::from(q)).sum();
+        *sum = *scale * out.iter().map(|&q| i32::from(q)).sum::<i32>() as f32;
     }
 }
 
@@ -118,7 +106,7 @@ fn quantize_row(row: &[f32], values: &mut [i8], scales: &mut [f32], sums: &mut [
 /// packs whose lane interleaving one permutation undoes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn quantize_row_avx2(row: &[f32], values: &mut [i8], scales: &mut [f32], sums: &mut [i32]) {
+fn quantize_row_avx2(row: &[f32], values: &mut [i8], scales: &mut [f32], sums: &mut [f32]) {
     use std::arch::x86_64::{
         __m256, __m256i, _mm_add_epi32, _mm_cvtsi128_si32, _mm_cvtss_f32, _mm_max_ps, _mm_max_ss,
         _mm_movehdup_ps, _mm_movehl_ps, _mm_shuffle_epi32, _mm256_add_epi32, _mm256_andnot_ps,
@@ -156,7 +144,7 @@ fn quantize_row_avx2(row: &[f32], values: &mut [i8], scales: &mut [f32], sums: &
         );
         let total = _mm_add_epi32(total, _mm_shuffle_epi32::<0b01_00_11_10>(total));
         let total = _mm_add_epi32(total, _mm_shuffle_epi32::<0b10_11_00_01>(total));
-        *sum = _mm_cvtsi128_si32(total);
+        *sum = *scale * _mm_cvtsi128_si32(total) as f32;
         let bytes = _mm256_packs_epi16(
             _mm256_packs_epi32(q[0], q[1]),
             _mm256_packs_epi32(q[2], q[3]),
@@ -383,7 +371,7 @@ mod tests {
         let fast = Q8Rows::quantize(&input, 4, k);
         let blocks = 4 * k / 32;
         let (mut values, mut scales, mut sums) =
-            (vec![0i8; 4 * k], vec![0f32; blocks], vec![0i32; blocks]);
+            (vec![0i8; 4 * k], vec![0f32; blocks], vec![0f32; blocks]);
         quantize_row(&input, &mut values, &mut scales, &mut sums);
         assert_eq!(fast.values, values);
         assert_eq!(fast.scales, scales);

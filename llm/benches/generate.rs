@@ -32,7 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--reps" => reps = args.next().ok_or("--reps N")?.parse()?,
             // For profiling decoding alone: `--prompt-reps 0`.
             "--prompt-reps" => prompt_reps = Some(args.next().ok_or("--prompt-reps N")?.parse()?),
-            // f32 copies of the layer weights for prompts: faster, 4× the memory.
+            // f32 copies of the layer weights and f32 prompt arithmetic.
             "--dense" => dense = true,
             _ => {} // cargo passes --bench
         }

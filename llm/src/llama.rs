@@ -1,8 +1,12 @@
 //! The Llama architecture and its relatives (Mistral, Qwen 2 with its
 //! attention biases, Qwen 3 with its query/key norms), on the CPU.
 //!
-//! Prompt tokens go through f32 matrix products over weights dequantized at
-//! load (a blocked GEMM: prefill is compute-bound). Generated tokens go
+//! Prompt processing is compute-bound. Where the processor has AVX-512 VNNI,
+//! prompt tokens go through [`kb_core::quant`]'s integer product, the
+//! activations rounded to 8 bits as decoding does; otherwise, or with f32
+//! copies of the weights held, through an f32 GEMM (the reference
+//! arithmetic: it gives llama.cpp's greedy tokens exactly), the weights
+//! dequantized per product when no copies are held. Generated tokens go
 //! through the quantized kernels of [`crate::quant`] (decoding is bound by
 //! reading the weights, and the quantized rows are 4–7× smaller). The rule is
 //! fixed by the kind of token, never by batch size, so a prompt prefix served
@@ -13,7 +17,9 @@ use rayon::prelude::*;
 use crate::error::{LlmError, Result};
 use crate::gguf::GgufFile;
 use crate::ops::{self, Rotary};
-use crate::quant::{BLOCK, QuantRows, QuantizedActs};
+use kb_core::quant::{self, Q4Tiles, Q8Rows};
+
+use crate::quant::{BLOCK, QuantRows, QuantizedActs, QuantizedBatch};
 
 /// The architectures this file runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +139,9 @@ struct Linear {
     cols: usize,
     dense: Option<Vec<f32>>,
     quant: Option<QuantRows>,
+    /// The quantized rows repacked for the batched integer kernel, where the
+    /// processor and the block type have one.
+    tiles: Option<Q4Tiles>,
     bias: Option<Vec<f32>>,
 }
 
@@ -152,6 +161,7 @@ impl Linear {
         rows: usize,
         cols: usize,
         dense: bool,
+        tiled: bool,
     ) -> Result<Self> {
         let raw = gguf.raw(name)?;
         let numel: usize = raw.dims.iter().product();
@@ -167,6 +177,11 @@ impl Linear {
             None
         };
         drop(raw);
+        // Prompts take the f32 copies when they are held.
+        let tiles = match &quant {
+            Some(quant) if tiled && !dense => quant.tiles(rows, cols),
+            _ => None,
+        };
         let dense = if dense || quant.is_none() {
             Some(gguf.f32_tensor(name)?)
         } else {
@@ -190,12 +205,15 @@ impl Linear {
             cols,
             dense,
             quant,
+            tiles,
             bias,
         })
     }
 
     fn size(&self) -> usize {
-        self.dense.as_ref().map_or(0, |d| d.len() * 4) + self.quant.as_ref().map_or(0, |q| q.size())
+        self.dense.as_ref().map_or(0, |d| d.len() * 4)
+            + self.quant.as_ref().map_or(0, |q| q.size())
+            + self.tiles.as_ref().map_or(0, |t| t.size())
     }
 
     /// `out (n × rows) = input (n × cols) · Wᵀ + b`, or added to `out`.
@@ -217,19 +235,24 @@ impl Linear {
             }
         }
         match (&self.dense, &self.quant, pass) {
+            (None, Some(quant), Pass::Prompt) if self.tiles.is_some() => {
+                let x = QuantizedBatch::new(input, self.cols, quant);
+                if let Some(tiles) = &self.tiles {
+                    tiled_matmul(tiles, &x.view(), n, self.rows, out);
+                }
+            }
             (Some(dense), _, Pass::Prompt) | (Some(dense), None, Pass::Decode) => {
                 ops::matmul(input, n, self.cols, dense, self.rows, out, true);
             }
-            (_, Some(quant), _) if n > 1 => {
-                let acts: Vec<QuantizedActs> = input
-                    .par_chunks_exact(self.cols)
-                    .map(|x| {
-                        let mut acts = QuantizedActs::default();
-                        acts.quantize(x);
-                        acts
-                    })
-                    .collect();
-                matmul(quant, self.cols, self.rows, &acts, out);
+            (None, Some(quant), Pass::Prompt) => {
+                // Dequantized for this product only: the numbers of the f32
+                // copies, without holding them.
+                let mut dense = vec![0f32; self.rows * self.cols];
+                dense
+                    .par_chunks_mut(self.cols)
+                    .enumerate()
+                    .for_each(|(r, row)| quant.dequantize_row(r, self.cols, row));
+                ops::matmul(input, n, self.cols, &dense, self.rows, out, true);
             }
             (_, Some(quant), _) => {
                 let mut part = vec![0f32; self.rows];
@@ -256,52 +279,32 @@ fn matvec(w: &QuantRows, cols: usize, x: &QuantizedActs, out: &mut [f32]) {
         .for_each(|(c, o)| w.matvec(cols, c * chunk, x, o));
 }
 
-/// `out (n × rows) += acts (n quantized rows) · Wᵀ`: every token against
-/// each block of weight rows while that block is in cache, the blocks spread
-/// over the thread pool. Each output is the same dot product [`matvec`]
-/// computes, so results do not depend on how many tokens run together.
-fn matmul(w: &QuantRows, cols: usize, rows: usize, acts: &[QuantizedActs], out: &mut [f32]) {
-    debug_assert_eq!(out.len(), acts.len() * rows);
+/// `out (n × rows) += x (n quantized rows) · Wᵀ` through the integer kernel,
+/// the weight rows split over the thread pool. Each output is added up in
+/// the same order whatever `n`, so a prompt prefix served from the cache
+/// gives the same numbers as one computed again.
+fn tiled_matmul(tiles: &Q4Tiles, x: &Q8Rows<'_>, n: usize, rows: usize, out: &mut [f32]) {
+    debug_assert_eq!(out.len(), n * rows);
     let threads = rayon::current_num_threads();
-    let chunk = (rows / (threads * 4)).clamp(16, 256);
+    let chunk = (rows / (threads * 4))
+        .next_multiple_of(quant::ROWS)
+        .clamp(quant::ROWS, 512);
     let starts: Vec<usize> = (0..rows).step_by(chunk).collect();
     let ptr = SyncPtr(out.as_mut_ptr());
-    let n = acts.len();
     starts.into_par_iter().for_each(|first| {
-        let len = chunk.min(rows - first);
-        // SAFETY (both writes): this task alone writes columns
-        // first..first + len of each output row, all inside `out` (n × rows).
-        let add = |t: usize, r: usize, v: f32| unsafe { *ptr.get().add(t * rows + r) += v };
-        // Tokens in tiles, so that a tile's activations stay in the first
-        // level cache while every row of the chunk passes over them.
-        for tile in (0..n).step_by(TOKEN_TILE) {
-            let end = (tile + TOKEN_TILE).min(n);
-            for r in first..first + len {
-                let mut t = tile;
-                while t + 4 <= end {
-                    let four = w.dot4(
-                        cols,
-                        r,
-                        [&acts[t], &acts[t + 1], &acts[t + 2], &acts[t + 3]],
-                    );
-                    for (i, v) in four.into_iter().enumerate() {
-                        add(t + i, r, v);
-                    }
-                    t += 4;
-                }
-                for (t, x) in acts.iter().enumerate().take(end).skip(t) {
-                    let mut one = [0f32];
-                    w.matvec(cols, r, x, &mut one);
-                    add(t, r, one[0]);
-                }
-            }
+        let end = (first + chunk).min(rows);
+        let width = end - first;
+        let mut part = vec![0f32; n * width];
+        quant::multiply_add(x, tiles, 0..n, first..end, &mut part, width);
+        for (t, part) in part.chunks_exact(width).enumerate() {
+            // SAFETY: this task alone touches columns first..end of each
+            // output row, all inside `out` (n × rows).
+            let dst =
+                unsafe { std::slice::from_raw_parts_mut(ptr.get().add(t * rows + first), width) };
+            dst.iter_mut().zip(part).for_each(|(o, v)| *o += v);
         }
     });
 }
-
-/// Tokens per tile in [`matmul`]: 16 rows of activations (at most ~25 KiB
-/// for the widest layers) stay in cache while a chunk of weight rows passes.
-const TOKEN_TILE: usize = 16;
 
 /// Several matrices applied to the same quantized input in one parallel pass.
 fn matvec_many(jobs: &mut [(&Linear, &mut [f32])], x: &QuantizedActs) {
@@ -421,16 +424,16 @@ impl Model {
             };
             layers.push(Layer {
                 attn_norm: vector(gguf, &name("attn_norm.weight"), h)?,
-                q: Linear::load(gguf, &name("attn_q.weight"), q, h, dense)?,
-                k: Linear::load(gguf, &name("attn_k.weight"), kv, h, dense)?,
-                v: Linear::load(gguf, &name("attn_v.weight"), kv, h, dense)?,
-                o: Linear::load(gguf, &name("attn_output.weight"), h, q, dense)?,
+                q: Linear::load(gguf, &name("attn_q.weight"), q, h, dense, true)?,
+                k: Linear::load(gguf, &name("attn_k.weight"), kv, h, dense, true)?,
+                v: Linear::load(gguf, &name("attn_v.weight"), kv, h, dense, true)?,
+                o: Linear::load(gguf, &name("attn_output.weight"), h, q, dense, true)?,
                 q_norm: norm(gguf, "attn_q_norm.weight", config.head_dim)?,
                 k_norm: norm(gguf, "attn_k_norm.weight", config.head_dim)?,
                 ffn_norm: vector(gguf, &name("ffn_norm.weight"), h)?,
-                gate: Linear::load(gguf, &name("ffn_gate.weight"), ffn, h, dense)?,
-                up: Linear::load(gguf, &name("ffn_up.weight"), ffn, h, dense)?,
-                down: Linear::load(gguf, &name("ffn_down.weight"), h, ffn, dense)?,
+                gate: Linear::load(gguf, &name("ffn_gate.weight"), ffn, h, dense, true)?,
+                up: Linear::load(gguf, &name("ffn_up.weight"), ffn, h, dense, true)?,
+                down: Linear::load(gguf, &name("ffn_down.weight"), h, ffn, dense, true)?,
             });
         }
         let embedding_raw = gguf.raw("token_embd.weight")?;
@@ -444,7 +447,7 @@ impl Model {
         } else {
             "token_embd.weight"
         };
-        let output = Linear::load(gguf, output_name, config.vocab, h, false)?;
+        let output = Linear::load(gguf, output_name, config.vocab, h, false, false)?;
         let output_norm = vector(gguf, "output_norm.weight", h)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)

@@ -10,6 +10,7 @@
 
 use candle_core::quantized::GgmlDType;
 use half::f16;
+use kb_core::quant::{Q4Tiles, Q8Rows};
 
 /// Values per quantization block.
 pub(crate) const BLOCK: usize = 32;
@@ -147,6 +148,25 @@ impl QuantRows {
         }
     }
 
+    /// The rows repacked for the batched integer kernel of
+    /// [`kb_core::quant`]: Q4_0 and Q4_1 on processors with AVX-512 VNNI.
+    pub(crate) fn tiles(&self, rows: usize, cols: usize) -> Option<Q4Tiles> {
+        fn unpack(qs: &[u8; 16]) -> [u8; BLOCK] {
+            std::array::from_fn(|i| if i < 16 { qs[i] & 15 } else { qs[i - 16] >> 4 })
+        }
+        match self {
+            QuantRows::Q4_0 { blocks } => Q4Tiles::new(
+                rows,
+                cols,
+                blocks.iter().map(|b| (b.d, -8.0 * b.d, unpack(&b.qs))),
+            ),
+            QuantRows::Q4_1 { blocks } => {
+                Q4Tiles::new(rows, cols, blocks.iter().map(|b| (b.d, b.m, unpack(&b.qs))))
+            }
+            QuantRows::Q8_0 { .. } => None,
+        }
+    }
+
     /// `out[i] = row (first + i) · x` for `out.len()` rows.
     pub(crate) fn matvec(&self, cols: usize, first: usize, x: &QuantizedActs, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
@@ -160,26 +180,6 @@ impl QuantRows {
         for (i, o) in out.iter_mut().enumerate() {
             *o = self.dot_scalar((first + i) * nb, nb, x);
         }
-    }
-
-    /// Row `row` against four activation vectors: the same four numbers
-    /// [`matvec`](Self::matvec) gives, with each weight block unpacked once.
-    pub(crate) fn dot4(&self, cols: usize, row: usize, xs: [&QuantizedActs; 4]) -> [f32; 4] {
-        #[cfg(target_arch = "x86_64")]
-        if let QuantRows::Q4_1 { blocks } = self
-            && std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
-            let nb = cols / BLOCK;
-            let start = row * nb;
-            // SAFETY: the CPU has the features the kernel was compiled for.
-            return unsafe { avx2::dot_q4_1_x4(&blocks[start..start + nb], xs) };
-        }
-        let mut out = [0f32; 4];
-        for (o, x) in out.iter_mut().zip(xs) {
-            self.matvec(cols, row, x, std::slice::from_mut(o));
-        }
-        out
     }
 
     /// The reference dot product of the `nb` blocks from block `start` with `x`.
@@ -233,25 +233,99 @@ impl QuantizedActs {
     /// Quantizes `x` (length a multiple of [`BLOCK`]), reusing the buffers.
     pub(crate) fn quantize(&mut self, x: &[f32]) {
         let nb = x.len() / BLOCK;
-        self.d.clear();
-        self.qsum.clear();
-        self.s.clear();
+        // Every value is overwritten.
         self.q.resize(x.len(), 0);
-        for (b, block) in x.chunks_exact(BLOCK).enumerate() {
-            let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let d = amax / 127.0;
-            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-            let mut sum = 0i32;
-            for (q, v) in self.q[b * BLOCK..(b + 1) * BLOCK].iter_mut().zip(block) {
-                let r = (v * id).round() as i32;
-                *q = r as i8;
-                sum += r;
-            }
-            self.d.push(f16::from_f32(d).to_f32());
-            self.qsum.push(sum as f32);
-            self.s.push(f16::from_f32(d * sum as f32).to_f32());
+        self.d.resize(nb, 0.0);
+        self.qsum.resize(nb, 0.0);
+        self.s.resize(nb, 0.0);
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has the feature the function was compiled for.
+            unsafe { quantize_blocks_avx2(x, self) };
+            return;
         }
-        debug_assert_eq!(self.d.len(), nb);
+        quantize_blocks(x, self);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn quantize_blocks_avx2(x: &[f32], acts: &mut QuantizedActs) {
+    quantize_blocks(x, acts)
+}
+
+/// [`QuantizedActs::quantize`] into buffers of the right sizes, written so
+/// that it vectorises: eight running maxima, and no float-to-integer cast
+/// (Rust's saturate).
+#[inline(always)]
+fn quantize_blocks(x: &[f32], acts: &mut QuantizedActs) {
+    const MAGIC: f32 = 12_582_912.0;
+    for ((((block, q), d_out), qsum), s) in x
+        .chunks_exact(BLOCK)
+        .zip(acts.q.chunks_exact_mut(BLOCK))
+        .zip(&mut acts.d)
+        .zip(&mut acts.qsum)
+        .zip(&mut acts.s)
+    {
+        let mut maxima = [0f32; 8];
+        for eight in block.chunks_exact(8) {
+            for (m, v) in maxima.iter_mut().zip(eight) {
+                let a = v.abs();
+                *m = if a > *m { a } else { *m };
+            }
+        }
+        let amax = maxima.iter().fold(0f32, |m, &a| m.max(a));
+        let d = amax / 127.0;
+        let id = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, v) in q.iter_mut().zip(block) {
+            // Rounded half to even by adding 1.5·2²³ (the addition rounds),
+            // then read as an integer from the bits of that sum.
+            let r = (v * id + MAGIC).to_bits().wrapping_sub(MAGIC.to_bits()) as i32;
+            *q = r as i8;
+            sum += r;
+        }
+        *d_out = f16::from_f32(d).to_f32();
+        *qsum = sum as f32;
+        *s = f16::from_f32(d * sum as f32).to_f32();
+    }
+}
+
+/// Prompt rows quantized together for the batched integer kernel, each row
+/// exactly as [`QuantizedActs::quantize`] quantizes it alone.
+#[derive(Debug)]
+pub(crate) struct QuantizedBatch {
+    cols: usize,
+    acts: QuantizedActs,
+    /// Per block, what multiplies the weights' offset `m`: `s` for Q4_1 (as
+    /// its decoding kernel uses), `d·Σq` for Q4_0 (whose offset is `−8d`,
+    /// as its decoding kernel computes it).
+    sums: Vec<f32>,
+}
+
+impl QuantizedBatch {
+    /// Quantizes the rows of `input` (`cols` values each) for a product with
+    /// `weights`.
+    pub(crate) fn new(input: &[f32], cols: usize, weights: &QuantRows) -> Self {
+        // Blocks never straddle rows (`cols` is a multiple of 32), so the
+        // rows quantize as one long vector.
+        let mut acts = QuantizedActs::default();
+        acts.quantize(input);
+        let sums = match weights {
+            QuantRows::Q4_0 { .. } => acts.d.iter().zip(&acts.qsum).map(|(d, q)| d * q).collect(),
+            _ => acts.s.clone(),
+        };
+        QuantizedBatch { cols, acts, sums }
+    }
+
+    /// The rows as the kernel reads them.
+    pub(crate) fn view(&self) -> Q8Rows<'_> {
+        Q8Rows {
+            k: self.cols,
+            values: &self.acts.q,
+            scales: &self.acts.d,
+            sums: &self.sums,
+        }
     }
 }
 
@@ -360,44 +434,6 @@ mod avx2 {
     /// [`dot_q4_1`] for four activation vectors at once; each result has
     /// exactly the arithmetic (and order) of its single-vector call.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn dot_q4_1_x4(blocks: &[Q4_1Block], xs: [&QuantizedActs; 4]) -> [f32; 4] {
-        let nb = blocks.len();
-        let mut acc0 = [_mm256_setzero_ps(); 4];
-        let mut acc1 = [_mm256_setzero_ps(); 4];
-        let mut offset = [0f32; 4];
-        let mut b = 0;
-        while b + 1 < nb {
-            let (b0, b1) = (&blocks[b], &blocks[b + 1]);
-            let w0 = nibbles(&b0.qs);
-            let w1 = nibbles(&b1.qs);
-            for t in 0..4 {
-                let x = xs[t];
-                let p0 = dot_u8_i8(w0, acts(x, b));
-                let p1 = dot_u8_i8(w1, acts(x, b + 1));
-                acc0[t] = _mm256_fmadd_ps(p0, _mm256_set1_ps(b0.d * x.d[b]), acc0[t]);
-                acc1[t] = _mm256_fmadd_ps(p1, _mm256_set1_ps(b1.d * x.d[b + 1]), acc1[t]);
-                offset[t] += b0.m * x.s[b] + b1.m * x.s[b + 1];
-            }
-            b += 2;
-        }
-        if b < nb {
-            let block = &blocks[b];
-            let w = nibbles(&block.qs);
-            for t in 0..4 {
-                let x = xs[t];
-                let p = dot_u8_i8(w, acts(x, b));
-                acc0[t] = _mm256_fmadd_ps(p, _mm256_set1_ps(block.d * x.d[b]), acc0[t]);
-                offset[t] += block.m * x.s[b];
-            }
-        }
-        let mut out = [0f32; 4];
-        for t in 0..4 {
-            out[t] = hsum(_mm256_add_ps(acc0[t], acc1[t])) + offset[t];
-        }
-        out
-    }
-
-    #[target_feature(enable = "avx2,fma")]
     fn dot_q4_0(blocks: &[Q4_0Block], x: &QuantizedActs) -> f32 {
         let mut acc = _mm256_setzero_ps();
         let mut offset = 0f32;
@@ -471,6 +507,37 @@ mod tests {
         bytes
     }
 
+    /// The batched integer kernel gives each token what decoding gives it,
+    /// up to the order of the f32 additions.
+    #[test]
+    fn tiles_match_the_decoding_kernel() {
+        let (rows, cols, tokens) = (64, 96, 9);
+        let input = random(tokens * cols, 21);
+        for dtype in [GgmlDType::Q4_0, GgmlDType::Q4_1] {
+            let w = QuantRows::from_ggml(dtype, &blocks(dtype, rows, cols)).expect("kernel");
+            let Some(tiles) = w.tiles(rows, cols) else {
+                eprintln!("skipped: this processor has no AVX-512 VNNI");
+                return;
+            };
+            let batch = QuantizedBatch::new(&input, cols, &w);
+            let mut out = vec![0f32; tokens * rows];
+            kb_core::quant::multiply_add(&batch.view(), &tiles, 0..tokens, 0..rows, &mut out, rows);
+            let mut acts = QuantizedActs::default();
+            for t in 0..tokens {
+                acts.quantize(&input[t * cols..(t + 1) * cols]);
+                let mut expected = vec![0f32; rows];
+                w.matvec(cols, 0, &acts, &mut expected);
+                for (r, e) in expected.iter().enumerate() {
+                    let got = out[t * rows + r];
+                    assert!(
+                        (got - e).abs() <= 1e-4 * e.abs().max(1.0),
+                        "{dtype:?} {t} {r}: {got} vs {e}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     #[allow(clippy::needless_range_loop)]
     fn simd_matches_scalar_and_dequantized_dot() {
@@ -482,24 +549,6 @@ mod tests {
             let w = QuantRows::from_ggml(dtype, &blocks(dtype, rows, cols)).expect("kernel");
             let mut fast = vec![0f32; rows];
             w.matvec(cols, 0, &acts, &mut fast);
-            let others: Vec<QuantizedActs> = (0..3)
-                .map(|i| {
-                    let mut a = QuantizedActs::default();
-                    a.quantize(&random(cols, 10 + i));
-                    a
-                })
-                .collect();
-            for r in 0..rows {
-                let four = w.dot4(cols, r, [&others[0], &acts, &others[1], &others[2]]);
-                assert_eq!(
-                    four[1].to_bits(),
-                    fast[r].to_bits(),
-                    "{dtype:?} row {r}: dot4 = matvec"
-                );
-                let mut single = [0f32];
-                w.matvec(cols, r, &others[2], &mut single);
-                assert_eq!(four[3].to_bits(), single[0].to_bits());
-            }
             let mut row = vec![0f32; cols];
             for r in 0..rows {
                 let scalar = w.dot_scalar(r * cols / BLOCK, cols / BLOCK, &acts);

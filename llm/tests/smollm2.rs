@@ -601,3 +601,46 @@ fn asking_for_a_gpu_without_the_cuda_feature_is_a_clear_error() {
     assert_eq!(kb_llm::Backend::auto(), kb_llm::Backend::Cpu);
     assert!("tpu".parse::<kb_llm::Backend>().is_err());
 }
+
+/// The default prompt path where the processor has AVX-512 VNNI: integer
+/// products with activations rounded to 8 bits, as decoding does. Its
+/// logits stay close to the f32 path's (the reference arithmetic that gives
+/// llama.cpp's greedy tokens exactly) and pick the same next token; a
+/// prompt run in pieces gives the numbers of one run whole.
+#[test]
+fn integer_prompts_stay_close_to_f32_prompts() {
+    let integer =
+        GgufModel::load(&model_path(), &LoadOptions::default().threads(2)).expect("load SmolLM2");
+    let f32 = GgufModel::load(
+        &model_path(),
+        &LoadOptions::default().threads(2).dense_prompt_weights(true),
+    )
+    .expect("load SmolLM2");
+    let argmax = |l: &[f32]| {
+        l.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i)
+    };
+    for case in &fixture().cases {
+        let ours = integer
+            .logits(&mut integer.session(), &case.prompt_ids)
+            .expect("logits");
+        let reference = f32
+            .logits(&mut f32.session(), &case.prompt_ids)
+            .expect("logits");
+        let worst = ours
+            .iter()
+            .zip(&reference)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        eprintln!("integer against f32 prompt logits: max |Δ| {worst}");
+        assert!(worst < 1.5, "integer prompts moved a logit by {worst}");
+        assert_eq!(argmax(&ours), argmax(&reference));
+        let (head, tail) = case.prompt_ids.split_at(case.prompt_ids.len() / 2);
+        let mut session = integer.session();
+        integer.logits(&mut session, head).expect("logits");
+        let pieces = integer.logits(&mut session, tail).expect("logits");
+        assert_eq!(pieces, ours, "a prompt in two pieces gave other numbers");
+    }
+}

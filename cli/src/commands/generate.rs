@@ -69,9 +69,11 @@ pub fn backend_from_env() -> Result<Option<kb_llm::Backend>> {
     }
 }
 
-/// `KB_PROMPT_WEIGHTS`: `quantized` (the default: prompts run on the 8-bit
-/// kernels, the model takes the least memory) or `dense` (f32 copies of the
-/// layer weights, about 3× the memory, about 2× faster prompt processing).
+/// `KB_PROMPT_WEIGHTS`: `quantized` (the default: the least memory, and
+/// prompts run on 8-bit integer products where the processor has AVX-512
+/// VNNI) or `dense` (f32 copies of the layer weights and f32 prompt
+/// arithmetic, which reproduces llama.cpp's greedy tokens exactly; about
+/// 2.5× the memory).
 pub fn dense_prompt_weights() -> Result<bool> {
     match std::env::var("KB_PROMPT_WEIGHTS")
         .ok()

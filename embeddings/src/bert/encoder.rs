@@ -7,11 +7,11 @@
 use std::collections::HashMap;
 
 use gemm::{Parallelism, gemm};
+use kb_core::quant::{self, Q4Tiles};
 use rayon::prelude::*;
 
 use crate::bert::Pooling;
 use crate::error::{Error, Result};
-use crate::q4_gemm::{self, PackedQ4};
 use crate::{q4_0, q8_0};
 
 /// The shape of a BERT encoder.
@@ -42,7 +42,7 @@ struct Linear {
     q4: Option<Vec<u8>>,
     /// The Q4_0 weights repacked for batches, where the processor has
     /// AVX-512 VNNI: integer products, several times the f32 GEMM's speed.
-    packed: Option<PackedQ4>,
+    packed: Option<Q4Tiles>,
     bias: Vec<f32>,
 }
 
@@ -50,7 +50,7 @@ impl Linear {
     fn new(weight: Matrix, q4: Option<Vec<u8>>, bias: Vec<f32>) -> Self {
         let packed = q4
             .as_deref()
-            .and_then(|bytes| PackedQ4::new(bytes, weight.rows, weight.cols));
+            .and_then(|bytes| Q4Tiles::new(weight.rows, weight.cols, q4_0::blocks(bytes)));
         Linear {
             weight,
             q4,
@@ -547,7 +547,14 @@ fn linear(input: &[f32], tokens: usize, layer: &Linear, out: &mut [f32], init: I
         return;
     }
     if let Some(packed) = &layer.packed {
-        q4_gemm::multiply_add(&q8_0::Q8Rows::quantize(input, tokens, k), packed, out);
+        let x = q8_0::Q8Rows::quantize(input, tokens, k);
+        out.par_chunks_mut(TASK_TOKENS * n)
+            .enumerate()
+            .for_each(|(c, out)| {
+                let first = c * TASK_TOKENS;
+                let count = out.len() / n;
+                quant::multiply_add(&x.view(), packed, first..first + count, 0..n, out, n);
+            });
         return;
     }
     // Splitting a short input over threads costs more than it saves.
@@ -583,6 +590,10 @@ fn linear(input: &[f32], tokens: usize, layer: &Linear, out: &mut [f32], init: I
         );
     }
 }
+
+/// Rows of input per parallel task of the integer product: enough for each
+/// weight tile to serve many of them while it is in cache.
+const TASK_TOKENS: usize = 48;
 
 /// Up to this many rows, [`linear`] streams the weights once through dot
 /// products instead of calling the blocked GEMM, whose packing of the whole
