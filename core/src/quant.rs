@@ -176,33 +176,48 @@ pub fn multiply_add(
     assert!(out.len() >= (tokens.len() - 1) * stride + rows.len());
     #[cfg(target_arch = "x86_64")]
     {
+        let product = Product {
+            x,
+            w,
+            tokens,
+            rows,
+            stride,
+        };
         // SAFETY: a `Q4Tiles` exists only where the processor has the
         // features the kernel is compiled for.
-        unsafe { kernel::run(x, w, tokens, rows, out, stride) }
+        unsafe { kernel::run(&product, out) }
     }
+}
+
+/// The arguments of [`multiply_add`] but its output, checked.
+#[cfg(target_arch = "x86_64")]
+struct Product<'a> {
+    x: &'a Q8Rows<'a>,
+    w: &'a Q4Tiles,
+    tokens: Range<usize>,
+    rows: Range<usize>,
+    stride: usize,
 }
 
 #[cfg(target_arch = "x86_64")]
 mod kernel {
+    use super::{BLOCK, Product, Q4Tiles, Q8Rows, ROWS, TILE, TILE_BLOCK, TOKENS};
     use std::arch::x86_64::{
         __m512, __m512i, _mm512_add_ps, _mm512_cvtepi32_ps, _mm512_dpbusd_epi32, _mm512_fmadd_ps,
         _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mul_ps, _mm512_set1_epi32, _mm512_set1_ps,
         _mm512_setzero_ps, _mm512_storeu_ps,
     };
-    use std::ops::Range;
-
-    use super::{BLOCK, Q4Tiles, Q8Rows, ROWS, TILE, TILE_BLOCK, TOKENS};
 
     /// [`super::multiply_add`] after its checks.
     #[target_feature(enable = "avx512f,avx512vnni")]
-    pub(super) fn run(
-        x: &Q8Rows<'_>,
-        w: &Q4Tiles,
-        tokens: Range<usize>,
-        rows: Range<usize>,
-        out: &mut [f32],
-        stride: usize,
-    ) {
+    pub(super) fn run(product: &Product<'_>, out: &mut [f32]) {
+        let Product {
+            x,
+            w,
+            ref tokens,
+            ref rows,
+            stride,
+        } = *product;
         for pair in rows.start / ROWS..rows.end / ROWS {
             let column = pair * ROWS - rows.start;
             let mut t = tokens.start;
