@@ -265,6 +265,7 @@ mod kernel {
             let tile1 = tile0 + blocks;
             let rows = self.first * x.k..(self.first + R) * x.k;
             let values = &x.values[rows];
+            assert_eq!(values.len(), R * x.k);
             let meta = self.first * blocks..(self.first + R) * blocks;
             let (scales, sums) = (&x.scales[meta.clone()], &x.sums[meta]);
             let mut acc = [[_mm512_setzero_ps(); 2]; R];
@@ -281,14 +282,16 @@ mod kernel {
                         )
                     };
                     for (r, dot) in dots.iter_mut().enumerate() {
-                        let at = r * x.k + b * BLOCK + g * 4;
-                        let four = &values[at..at + 4];
-                        let a = _mm512_set1_epi32(i32::from_le_bytes([
-                            four[0] as u8,
-                            four[1] as u8,
-                            four[2] as u8,
-                            four[3] as u8,
-                        ]));
+                        // SAFETY: row r's block b lies inside `values`
+                        // (R rows of k values), checked once above.
+                        let four = unsafe {
+                            values
+                                .as_ptr()
+                                .add(r * x.k + b * BLOCK + g * 4)
+                                .cast::<i32>()
+                                .read_unaligned()
+                        };
+                        let a = _mm512_set1_epi32(four);
                         dot[0] = _mm512_dpbusd_epi32(dot[0], w0, a);
                         dot[1] = _mm512_dpbusd_epi32(dot[1], w1, a);
                     }

@@ -718,3 +718,60 @@ impl SyncPtr {
         self.0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::quantized::GgmlDType;
+
+    use super::*;
+
+    /// Q8_0 blocks from a fixed pattern: a type without tiles, so prompts
+    /// take the f32 product on weights dequantized for it.
+    fn q8_0_rows(rows: usize, cols: usize) -> QuantRows {
+        let mut bytes = Vec::new();
+        for i in 0..rows * cols / BLOCK {
+            bytes.extend_from_slice(
+                &half::f16::from_f32(0.01 + (i % 5) as f32 * 0.003).to_le_bytes(),
+            );
+            bytes.extend((0..BLOCK).map(|j| ((i * 31 + j * 7) % 200) as u8));
+        }
+        QuantRows::from_ggml(GgmlDType::Q8_0, &bytes).expect("Q8_0 rows")
+    }
+
+    /// Without f32 copies, a prompt's product gives the numbers of the f32
+    /// copies exactly.
+    #[test]
+    fn prompts_without_f32_copies_give_the_dense_numbers() {
+        let (rows, cols, n) = (48, 64, 5);
+        let quant = q8_0_rows(rows, cols);
+        let mut dense = vec![0f32; rows * cols];
+        for (r, row) in dense.chunks_exact_mut(cols).enumerate() {
+            quant.dequantize_row(r, cols, row);
+        }
+        let lean = Linear {
+            rows,
+            cols,
+            dense: None,
+            tiles: quant.tiles(rows, cols),
+            quant: Some(quant),
+            bias: None,
+        };
+        assert!(lean.tiles.is_none());
+        let copies = Linear {
+            rows,
+            cols,
+            dense: Some(dense),
+            quant: None,
+            tiles: None,
+            bias: None,
+        };
+        let input: Vec<f32> = (0..n * cols)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 9.0)
+            .collect();
+        let mut acts = QuantizedActs::default();
+        let (mut a, mut b) = (vec![0f32; n * rows], vec![0f32; n * rows]);
+        lean.forward(&input, n, &mut a, false, Pass::Prompt, &mut acts);
+        copies.forward(&input, n, &mut b, false, Pass::Prompt, &mut acts);
+        assert_eq!(a, b);
+    }
+}
