@@ -25,7 +25,7 @@ pub struct LoadOptions {
     pub threads: Option<usize>,
     /// Keep f32 copies of the layer weights, and process prompts in f32:
     /// the reference arithmetic, which gives llama.cpp's greedy tokens
-    /// exactly, for about 2.5× the memory. Without them (the default)
+    /// exactly, for about twice the memory. Without them (the default)
     /// prompts run through 8-bit integer products where the processor has
     /// AVX-512 VNNI (about 1.7× faster), else through f32 products on
     /// weights dequantized as they are needed.

@@ -73,7 +73,7 @@ pub fn backend_from_env() -> Result<Option<kb_llm::Backend>> {
 /// prompts run on 8-bit integer products where the processor has AVX-512
 /// VNNI) or `dense` (f32 copies of the layer weights and f32 prompt
 /// arithmetic, which reproduces llama.cpp's greedy tokens exactly; about
-/// 2.5× the memory).
+/// twice the memory).
 pub fn dense_prompt_weights() -> Result<bool> {
     match std::env::var("KB_PROMPT_WEIGHTS")
         .ok()
