@@ -310,12 +310,34 @@ fn swiglu_generic(gate: &mut [f32], up: &[f32]) {
 
 /// Softmax in place.
 pub(crate) fn softmax(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for v in row.iter_mut() {
-        *v = fast_exp(*v - max);
-        sum += *v;
+    with_simd!(softmax_generic(row: &mut [f32]))
+}
+
+/// Lanes of [`softmax_generic`]'s running maxima.
+const LANES: usize = 16;
+
+/// Softmax with the numbers of the plain loop (its sum runs left to right,
+/// as llama.cpp's greedy outputs were reproduced with), in passes the
+/// compiler vectorises: the maximum in lanes (any order gives the same
+/// maximum) and the exponentials apart from the sum, whose one chain of
+/// additions would otherwise keep them scalar too.
+#[inline(always)]
+fn softmax_generic(row: &mut [f32]) {
+    let mut maxima = [f32::NEG_INFINITY; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (m, &v) in maxima.iter_mut().zip(chunk) {
+            *m = if v > *m { v } else { *m };
+        }
     }
+    let max = chunks
+        .remainder()
+        .iter()
+        .chain(&maxima)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    row.iter_mut().for_each(|v| *v = fast_exp(*v - max));
+    let sum: f32 = row.iter().fold(0.0, |s, v| s + v);
     let inv = 1.0 / sum;
     row.iter_mut().for_each(|v| *v *= inv);
 }
