@@ -21,7 +21,7 @@
 //! use kb_core::quant::{BLOCK, Q4Tiles, Q8Rows, multiply_add};
 //!
 //! // 32 weight rows of 32 columns, every weight 2·1 − 1 = 1.
-//! let blocks = (0..32).map(|_| (2.0, -1.0, [1u8; BLOCK]));
+//! let blocks = (0..32).map(|_| (2.0, -1.0, [0x11u8; BLOCK / 2]));
 //! let Some(weights) = Q4Tiles::new(32, BLOCK, blocks) else {
 //!     return; // no AVX-512 VNNI here
 //! };
@@ -67,13 +67,15 @@ pub struct Q4Tiles {
 
 impl Q4Tiles {
     /// Repacks `rows × k` weights given block by block, row after row, as
-    /// `(d, m, q)` with each `q[i]` in 0..15 (the weight `d·q[i] + m`).
+    /// `(d, m, qs)` in ggml's packing: byte `i` of `qs` holds column `i`'s
+    /// `q` in its low nibble and column `i + 16`'s in its high one (the
+    /// weight is `d·q + m`).
     /// `None` when this processor has no AVX-512 VNNI, when `rows` or `k` is
     /// not a multiple of 32, or when the blocks are too few.
     pub fn new(
         rows: usize,
         k: usize,
-        blocks: impl IntoIterator<Item = (f32, f32, [u8; BLOCK])>,
+        blocks: impl IntoIterator<Item = (f32, f32, [u8; BLOCK / 2])>,
     ) -> Option<Self> {
         if !supported() || !rows.is_multiple_of(ROWS) || !k.is_multiple_of(BLOCK) || k == 0 {
             return None;
@@ -83,15 +85,17 @@ impl Q4Tiles {
         let mut scales = vec![0f32; rows * per_row];
         let mut mins = vec![0f32; rows * per_row];
         let mut count = 0;
-        for (i, (d, m, q)) in blocks.into_iter().take(rows * per_row).enumerate() {
+        for (i, (d, m, qs)) in blocks.into_iter().take(rows * per_row).enumerate() {
             let (r, b) = (i / per_row, i % per_row);
             let (tile, lane) = (r / TILE, r % TILE);
             let at = tile * per_row + b;
             scales[at * TILE + lane] = d;
             mins[at * TILE + lane] = m;
             let dst = &mut quants[at * TILE_BLOCK..(at + 1) * TILE_BLOCK];
-            for (column, &value) in q.iter().enumerate() {
-                dst[(column / 4) * 4 * TILE + lane * 4 + column % 4] = value & 0x0f;
+            for (i, &byte) in qs.iter().enumerate() {
+                for (column, value) in [(i, byte & 0x0f), (i + BLOCK / 2, byte >> 4)] {
+                    dst[(column / 4) * 4 * TILE + lane * 4 + column % 4] = value;
+                }
             }
             count += 1;
         }
@@ -357,11 +361,11 @@ mod tests {
             state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
             state >> 16
         };
-        let blocks: Vec<(f32, f32, [u8; BLOCK])> = (0..rows * per_row)
+        let blocks: Vec<(f32, f32, [u8; BLOCK / 2])> = (0..rows * per_row)
             .map(|_| {
                 let d = (1 + next() % 64) as f32 / 512.0;
                 let m = (next() % 64) as f32 / 128.0 - 0.25;
-                (d, m, std::array::from_fn(|_| (next() % 16) as u8))
+                (d, m, std::array::from_fn(|_| next() as u8))
             })
             .collect();
         let tiles = Q4Tiles::new(rows, k, blocks.iter().copied()).expect("a supported shape");
@@ -390,8 +394,14 @@ mod tests {
                 for r in 32..96 {
                     let expected: f64 = (0..k)
                         .map(|c| {
-                            let (d, m, q) = blocks[r * per_row + c / BLOCK];
-                            let weight = f64::from(d) * f64::from(q[c % BLOCK]) + f64::from(m);
+                            let (d, m, qs) = blocks[r * per_row + c / BLOCK];
+                            let j = c % BLOCK;
+                            let q = if j < BLOCK / 2 {
+                                qs[j] & 0x0f
+                            } else {
+                                qs[j - BLOCK / 2] >> 4
+                            };
+                            let weight = f64::from(d) * f64::from(q) + f64::from(m);
                             let xv = f64::from(values[t * k + c])
                                 * f64::from(scales[t * per_row + c / BLOCK]);
                             weight * xv
@@ -411,7 +421,7 @@ mod tests {
 
     #[test]
     fn shapes_the_kernel_cannot_take_are_refused() {
-        let block = (1.0, 0.0, [0u8; BLOCK]);
+        let block = (1.0, 0.0, [0u8; BLOCK / 2]);
         assert!(Q4Tiles::new(16, 64, std::iter::repeat_n(block, 32)).is_none());
         assert!(Q4Tiles::new(32, 64, std::iter::repeat_n(block, 63)).is_none());
         assert!(Q4Tiles::new(32, 48, std::iter::repeat_n(block, 64)).is_none());

@@ -40,17 +40,14 @@ pub(crate) fn dequantize(bytes: &[u8], out: &mut [f32]) {
     }
 }
 
-/// Each block of `bytes` as `(d, m, q)` with `q` in 0..15: the weight is
-/// `d·q + m`, `m = −8d`.
-pub(crate) fn blocks(bytes: &[u8]) -> impl Iterator<Item = (f32, f32, [u8; BLOCK])> + '_ {
+/// Each block of `bytes` as `(d, m, qs)`, the weight `d·q + m` with
+/// `m = −8d` and the nibbles as stored.
+pub(crate) fn blocks(bytes: &[u8]) -> impl Iterator<Item = (f32, f32, [u8; BLOCK / 2])> + '_ {
     bytes.chunks_exact(BLOCK_BYTES).map(|block| {
         let d = f16_to_f32(u16::from_le_bytes([block[0], block[1]]));
-        let mut q = [0u8; BLOCK];
-        for (j, &byte) in block[2..].iter().enumerate() {
-            q[j] = byte & 0x0f;
-            q[j + 16] = byte >> 4;
-        }
-        (d, -8.0 * d, q)
+        let mut qs = [0u8; BLOCK / 2];
+        qs.copy_from_slice(&block[2..]);
+        (d, -8.0 * d, qs)
     })
 }
 

@@ -151,17 +151,12 @@ impl QuantRows {
     /// The rows repacked for the batched integer kernel of
     /// [`kb_core::quant`]: Q4_0 and Q4_1 on processors with AVX-512 VNNI.
     pub(crate) fn tiles(&self, rows: usize, cols: usize) -> Option<Q4Tiles> {
-        fn unpack(qs: &[u8; 16]) -> [u8; BLOCK] {
-            std::array::from_fn(|i| if i < 16 { qs[i] & 15 } else { qs[i - 16] >> 4 })
-        }
         match self {
-            QuantRows::Q4_0 { blocks } => Q4Tiles::new(
-                rows,
-                cols,
-                blocks.iter().map(|b| (b.d, -8.0 * b.d, unpack(&b.qs))),
-            ),
+            QuantRows::Q4_0 { blocks } => {
+                Q4Tiles::new(rows, cols, blocks.iter().map(|b| (b.d, -8.0 * b.d, b.qs)))
+            }
             QuantRows::Q4_1 { blocks } => {
-                Q4Tiles::new(rows, cols, blocks.iter().map(|b| (b.d, b.m, unpack(&b.qs))))
+                Q4Tiles::new(rows, cols, blocks.iter().map(|b| (b.d, b.m, b.qs)))
             }
             QuantRows::Q8_0 { .. } => None,
         }
