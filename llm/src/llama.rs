@@ -12,6 +12,8 @@
 //! fixed by the kind of token, never by batch size, so a prompt prefix served
 //! from the cache gives the same numbers as one computed again.
 
+use std::cell::OnceCell;
+
 use rayon::prelude::*;
 
 use crate::error::{LlmError, Result};
@@ -219,7 +221,7 @@ impl Linear {
     /// `out (n × rows) = input (n × cols) · Wᵀ + b`, or added to `out`.
     fn forward(
         &self,
-        input: &[f32],
+        input: &Input<'_>,
         n: usize,
         out: &mut [f32],
         accumulate: bool,
@@ -236,13 +238,13 @@ impl Linear {
         }
         match (&self.dense, &self.quant, pass) {
             (None, Some(quant), Pass::Prompt) if self.tiles.is_some() => {
-                let x = QuantizedBatch::new(input, self.cols, quant);
+                let x = input.quantized(self.cols);
                 if let Some(tiles) = &self.tiles {
-                    tiled_matmul(tiles, &x.view(), n, self.rows, out);
+                    tiled_matmul(tiles, &x.view(quant), n, self.rows, out);
                 }
             }
             (Some(dense), _, Pass::Prompt) | (Some(dense), None, Pass::Decode) => {
-                ops::matmul(input, n, self.cols, dense, self.rows, out, true);
+                ops::matmul(input.values, n, self.cols, dense, self.rows, out, true);
             }
             (None, Some(quant), Pass::Prompt) => {
                 // Dequantized for this product only: the numbers of the f32
@@ -252,11 +254,12 @@ impl Linear {
                     .par_chunks_mut(self.cols)
                     .enumerate()
                     .for_each(|(r, row)| quant.dequantize_row(r, self.cols, row));
-                ops::matmul(input, n, self.cols, &dense, self.rows, out, true);
+                ops::matmul(input.values, n, self.cols, &dense, self.rows, out, true);
             }
             (_, Some(quant), _) => {
                 let mut part = vec![0f32; self.rows];
                 for (x, o) in input
+                    .values
                     .chunks_exact(self.cols)
                     .zip(out.chunks_exact_mut(self.rows))
                 {
@@ -267,6 +270,27 @@ impl Linear {
             }
             (None, None, _) => unreachable!("a Linear holds at least one copy of its weights"),
         }
+    }
+}
+
+/// The input of one or more matrices: the rows of `values`, quantized for
+/// the integer kernel once, when the first matrix that needs it asks.
+struct Input<'a> {
+    values: &'a [f32],
+    quantized: OnceCell<QuantizedBatch>,
+}
+
+impl<'a> Input<'a> {
+    fn new(values: &'a [f32]) -> Self {
+        Input {
+            values,
+            quantized: OnceCell::new(),
+        }
+    }
+
+    fn quantized(&self, cols: usize) -> &QuantizedBatch {
+        self.quantized
+            .get_or_init(|| QuantizedBatch::new(self.values, cols))
     }
 }
 
@@ -540,9 +564,10 @@ impl Model {
                     }
                 }
             } else {
-                layer.q.forward(&normed, n, &mut q, false, pass, &mut acts);
-                layer.k.forward(&normed, n, &mut k, false, pass, &mut acts);
-                layer.v.forward(&normed, n, &mut v, false, pass, &mut acts);
+                let input = Input::new(&normed);
+                layer.q.forward(&input, n, &mut q, false, pass, &mut acts);
+                layer.k.forward(&input, n, &mut k, false, pass, &mut acts);
+                layer.v.forward(&input, n, &mut v, false, pass, &mut acts);
             }
             if let Some(norm) = &layer.q_norm {
                 ops::rms_norm_in_place(&mut q, norm, c.eps);
@@ -569,7 +594,9 @@ impl Model {
                 matvec_many(&mut [(&layer.o, &mut normed)], &acts);
                 ops::axpy(1.0, &normed, &mut x);
             } else {
-                layer.o.forward(&attn, n, &mut x, true, pass, &mut acts);
+                layer
+                    .o
+                    .forward(&Input::new(&attn), n, &mut x, true, pass, &mut acts);
             }
 
             ops::rms_norm(&x, &layer.ffn_norm, c.eps, &mut normed);
@@ -577,12 +604,11 @@ impl Model {
                 acts.quantize(&normed);
                 matvec_many(&mut [(&layer.gate, &mut gate), (&layer.up, &mut up)], &acts);
             } else {
+                let input = Input::new(&normed);
                 layer
                     .gate
-                    .forward(&normed, n, &mut gate, false, pass, &mut acts);
-                layer
-                    .up
-                    .forward(&normed, n, &mut up, false, pass, &mut acts);
+                    .forward(&input, n, &mut gate, false, pass, &mut acts);
+                layer.up.forward(&input, n, &mut up, false, pass, &mut acts);
             }
             gate.par_chunks_mut(4096)
                 .zip(up.par_chunks(4096))
@@ -592,7 +618,9 @@ impl Model {
                 matvec_many(&mut [(&layer.down, &mut normed)], &acts);
                 ops::axpy(1.0, &normed, &mut x);
             } else {
-                layer.down.forward(&gate, n, &mut x, true, pass, &mut acts);
+                layer
+                    .down
+                    .forward(&Input::new(&gate), n, &mut x, true, pass, &mut acts);
             }
         }
 
@@ -605,10 +633,14 @@ impl Model {
                 acts.quantize(&final_norm);
                 matvec(quant, h, &acts, &mut logits);
             }
-            None => {
-                self.output
-                    .forward(&final_norm, 1, &mut logits, false, Pass::Prompt, &mut acts)
-            }
+            None => self.output.forward(
+                &Input::new(&final_norm),
+                1,
+                &mut logits,
+                false,
+                Pass::Prompt,
+                &mut acts,
+            ),
         }
         logits
     }
@@ -770,6 +802,7 @@ mod tests {
             .collect();
         let mut acts = QuantizedActs::default();
         let (mut a, mut b) = (vec![0f32; n * rows], vec![0f32; n * rows]);
+        let input = Input::new(&input);
         lean.forward(&input, n, &mut a, false, Pass::Prompt, &mut acts);
         copies.forward(&input, n, &mut b, false, Pass::Prompt, &mut acts);
         assert_eq!(a, b);

@@ -292,34 +292,34 @@ fn quantize_blocks(x: &[f32], acts: &mut QuantizedActs) {
 pub(crate) struct QuantizedBatch {
     cols: usize,
     acts: QuantizedActs,
-    /// Per block, what multiplies the weights' offset `m`: `s` for Q4_1 (as
-    /// its decoding kernel uses), `d·Σq` for Q4_0 (whose offset is `−8d`,
-    /// as its decoding kernel computes it).
+    /// Per block, `d·Σq`: what multiplies Q4_0's offset `−8d`, as its
+    /// decoding kernel computes it. (Q4_1's offset takes `s`, as its
+    /// decoding kernel does.)
     sums: Vec<f32>,
 }
 
 impl QuantizedBatch {
-    /// Quantizes the rows of `input` (`cols` values each) for a product with
-    /// `weights`.
-    pub(crate) fn new(input: &[f32], cols: usize, weights: &QuantRows) -> Self {
+    /// Quantizes the rows of `input` (`cols` values each).
+    pub(crate) fn new(input: &[f32], cols: usize) -> Self {
         // Blocks never straddle rows (`cols` is a multiple of 32), so the
         // rows quantize as one long vector.
         let mut acts = QuantizedActs::default();
         acts.quantize(input);
-        let sums = match weights {
-            QuantRows::Q4_0 { .. } => acts.d.iter().zip(&acts.qsum).map(|(d, q)| d * q).collect(),
-            _ => acts.s.clone(),
-        };
+        let sums = acts.d.iter().zip(&acts.qsum).map(|(d, q)| d * q).collect();
         QuantizedBatch { cols, acts, sums }
     }
 
-    /// The rows as the kernel reads them.
-    pub(crate) fn view(&self) -> Q8Rows<'_> {
+    /// The rows as the kernel reads them for a product with `weights`.
+    pub(crate) fn view(&self, weights: &QuantRows) -> Q8Rows<'_> {
+        let sums = match weights {
+            QuantRows::Q4_0 { .. } => &self.sums,
+            _ => &self.acts.s,
+        };
         Q8Rows {
             k: self.cols,
             values: &self.acts.q,
             scales: &self.acts.d,
-            sums: &self.sums,
+            sums,
         }
     }
 }
@@ -514,9 +514,16 @@ mod tests {
                 eprintln!("skipped: this processor has no AVX-512 VNNI");
                 return;
             };
-            let batch = QuantizedBatch::new(&input, cols, &w);
+            let batch = QuantizedBatch::new(&input, cols);
             let mut out = vec![0f32; tokens * rows];
-            kb_core::quant::multiply_add(&batch.view(), &tiles, 0..tokens, 0..rows, &mut out, rows);
+            kb_core::quant::multiply_add(
+                &batch.view(&w),
+                &tiles,
+                0..tokens,
+                0..rows,
+                &mut out,
+                rows,
+            );
             let mut acts = QuantizedActs::default();
             for t in 0..tokens {
                 acts.quantize(&input[t * cols..(t + 1) * cols]);
