@@ -35,7 +35,9 @@ pub(crate) struct Matrix {
 }
 
 struct Linear {
-    /// `out × in`, row-major, as stored in checkpoints.
+    /// `out × in`, row-major, as stored in checkpoints. Empty (its shape
+    /// kept) when `packed` holds the weights: batches then take the tiles
+    /// and short inputs the Q4_0 rows, and an f32 copy would go unread.
     weight: Matrix,
     /// The same weights as Q4_0 blocks, when the checkpoint stored them so:
     /// short inputs stream these (7× fewer bytes) instead of the f32 copy.
@@ -51,6 +53,13 @@ impl Linear {
         let packed = q4
             .as_deref()
             .and_then(|bytes| Q4Tiles::new(weight.rows, weight.cols, q4_0::blocks(bytes)));
+        let weight = match packed {
+            Some(_) => Matrix {
+                data: Vec::new(),
+                ..weight
+            },
+            None => weight,
+        };
         Linear {
             weight,
             q4,
@@ -175,6 +184,18 @@ impl Loader<'_> {
     }
 
     fn linear(&mut self, name: &str, out: usize, inp: usize) -> Result<Linear> {
+        let (weight, q4, bias) = self.parts(name, out, inp)?;
+        Ok(Linear::new(weight, q4, bias))
+    }
+
+    /// The linear layer `name` as its f32 weights, its Q4_0 blocks where the
+    /// checkpoint stores them so, and its bias.
+    fn parts(
+        &mut self,
+        name: &str,
+        out: usize,
+        inp: usize,
+    ) -> Result<(Matrix, Option<Vec<u8>>, Vec<f32>)> {
         let raw = self.take_raw(&[&format!("{name}.weight")], &[out, inp])?;
         let q4 = match &raw {
             Weights::Q4_0(bytes) if inp.is_multiple_of(q4_0::BLOCK) => Some(bytes.clone()),
@@ -186,7 +207,7 @@ impl Loader<'_> {
             cols: inp,
         };
         let bias = self.take(&[&format!("{name}.bias")], &[out])?;
-        Ok(Linear::new(weight, q4, bias))
+        Ok((weight, q4, bias))
     }
 
     fn norm(&mut self, name: &str, size: usize) -> Result<Norm> {
@@ -208,12 +229,12 @@ pub(crate) fn take_linear(
     out: usize,
     inp: usize,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
-    let linear = Loader {
+    let (weight, _, bias) = Loader {
         tensors,
         prefix: "",
     }
-    .linear(name, out, inp)?;
-    Ok((linear.weight.data, linear.bias))
+    .parts(name, out, inp)?;
+    Ok((weight.data, bias))
 }
 
 impl Encoder {
@@ -260,19 +281,19 @@ impl Encoder {
         let mut layers = Vec::with_capacity(shape.layers);
         for i in 0..shape.layers {
             let base = format!("encoder.layer.{i}");
-            let q = load.linear(&format!("{base}.attention.self.query"), h, h)?;
-            let k = load.linear(&format!("{base}.attention.self.key"), h, h)?;
-            let v = load.linear(&format!("{base}.attention.self.value"), h, h)?;
-            let q4 = match (q.q4, k.q4, v.q4) {
+            let (qw, q4, qb) = load.parts(&format!("{base}.attention.self.query"), h, h)?;
+            let (kw, k4, kb) = load.parts(&format!("{base}.attention.self.key"), h, h)?;
+            let (vw, v4, vb) = load.parts(&format!("{base}.attention.self.value"), h, h)?;
+            let q4 = match (q4, k4, v4) {
                 (Some(q), Some(k), Some(v)) => Some([q, k, v].concat()),
                 _ => None,
             };
             let weight = Matrix {
-                data: [q.weight.data, k.weight.data, v.weight.data].concat(),
+                data: [qw.data, kw.data, vw.data].concat(),
                 rows: 3 * h,
                 cols: h,
             };
-            let qkv = Linear::new(weight, q4, [q.bias, k.bias, v.bias].concat());
+            let qkv = Linear::new(weight, q4, [qb, kb, vb].concat());
             layers.push(Layer {
                 qkv,
                 attention_out: load.linear(&format!("{base}.attention.output.dense"), h, h)?,
