@@ -16,6 +16,7 @@
 //! - [`PromptTemplate`], [`ChatPromptTemplate`], [`FewShotPromptTemplate`]:
 //!   Jinja templates (minijinja) that refuse missing variables.
 //! - [`models`]: fetching the default model weights from the package registry.
+//! - [`math`]: a fast exponential and maximum, shared by the local engines.
 //! - [`quant`]: the integer matrix product of 4-bit weights and 8-bit
 //!   activations both local engines run batches through.
 //! - [`Worker`]: the thread a loaded model runs on, so async callers queue
@@ -61,6 +62,7 @@ mod document;
 mod embedder;
 mod error;
 mod generate;
+pub mod math;
 mod message;
 pub mod models;
 mod prompt;

@@ -2,6 +2,7 @@
 //! the `gemm` crate, RMS norm, rotary embeddings, SwiGLU, softmax.
 
 use gemm::{Parallelism, gemm};
+use kb_core::math::{self, fast_exp};
 
 /// The body of a function that calls `$generic` (an `#[inline(always)]`
 /// function taking the same arguments) compiled for AVX2+FMA when the
@@ -313,9 +314,6 @@ pub(crate) fn softmax(row: &mut [f32]) {
     with_simd!(softmax_generic(row: &mut [f32]))
 }
 
-/// Lanes of [`softmax_generic`]'s running maxima.
-const LANES: usize = 16;
-
 /// Softmax with the numbers of the plain loop (its sum runs left to right,
 /// as llama.cpp's greedy outputs were reproduced with), in passes the
 /// compiler vectorises: the maximum in lanes (any order gives the same
@@ -323,64 +321,16 @@ const LANES: usize = 16;
 /// additions would otherwise keep them scalar too.
 #[inline(always)]
 fn softmax_generic(row: &mut [f32]) {
-    let mut maxima = [f32::NEG_INFINITY; LANES];
-    let mut chunks = row.chunks_exact(LANES);
-    for chunk in &mut chunks {
-        for (m, &v) in maxima.iter_mut().zip(chunk) {
-            *m = if v > *m { v } else { *m };
-        }
-    }
-    let max = chunks
-        .remainder()
-        .iter()
-        .chain(&maxima)
-        .copied()
-        .fold(f32::NEG_INFINITY, f32::max);
+    let max = math::max(row);
     row.iter_mut().for_each(|v| *v = fast_exp(*v - max));
     let sum: f32 = row.iter().fold(0.0, |s, v| s + v);
     let inv = 1.0 / sum;
     row.iter_mut().for_each(|v| *v *= inv);
 }
 
-/// e^x, relative error about 10⁻⁷, branch-free so that loops vectorise.
-#[inline(always)]
-pub(crate) fn fast_exp(x: f32) -> f32 {
-    let x = x.clamp(-87.0, 88.0);
-    // Round to nearest by adding and subtracting 1.5·2²³ (no libm call).
-    const SHIFT: f32 = 12_582_912.0;
-    let shifted = x * std::f32::consts::LOG2_E + SHIFT;
-    let n = shifted - SHIFT;
-    let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (0.166_666_67
-                    + r * (0.041_666_41 + r * (0.008_333_452 + r * 0.001_394_978_6)))));
-    // 2ⁿ, built in the exponent field. The low bits of `shifted` hold n
-    // (its bits are SHIFT's plus n), so no float-to-integer conversion is
-    // needed: Rust's saturates, and would keep loops over this scalar.
-    let biased = shifted
-        .to_bits()
-        .wrapping_sub(SHIFT.to_bits())
-        .wrapping_add(127);
-    f32::from_bits(biased << 23) * p
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fast_exp_is_accurate() {
-        for i in -800..=800 {
-            let x = i as f32 / 10.0;
-            let (fast, exact) = (fast_exp(x), x.exp());
-            assert!(
-                (fast - exact).abs() <= 2e-6 * exact,
-                "{x}: {fast} vs {exact}"
-            );
-        }
-    }
 
     #[test]
     fn attention_scores_are_dot_per_key() {

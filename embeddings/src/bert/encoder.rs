@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use gemm::{Parallelism, gemm};
+use kb_core::math::{self, fast_exp};
 use kb_core::quant::{self, Q4Tiles};
 use rayon::prelude::*;
 
@@ -863,27 +864,14 @@ fn softmax(row: &mut [f32]) {
     with_simd!(softmax_generic, row)
 }
 
-/// Lanes of the running sums and maxima in [`lane_sum`] and
-/// [`softmax_generic`].
+/// Lanes of the running sums in [`lane_sum`] and [`softmax_generic`].
 const LANES: usize = 16;
 
-/// Softmax in place. Its maximum and sum run in [`LANES`] lanes: a single
-/// running sum would keep the whole loop, the exponentials too, scalar.
+/// Softmax in place. Its sum runs in [`LANES`] lanes: a single running sum
+/// would keep the whole loop, the exponentials too, scalar.
 #[inline(always)]
 fn softmax_generic(row: &mut [f32]) {
-    let mut maxima = [f32::NEG_INFINITY; LANES];
-    let mut chunks = row.chunks_exact(LANES);
-    for chunk in &mut chunks {
-        for (m, &v) in maxima.iter_mut().zip(chunk) {
-            *m = if v > *m { v } else { *m };
-        }
-    }
-    let max = chunks
-        .remainder()
-        .iter()
-        .chain(&maxima)
-        .copied()
-        .fold(f32::NEG_INFINITY, f32::max);
+    let max = math::max(row);
     let mut sums = [0f32; LANES];
     let mut chunks = row.chunks_exact_mut(LANES);
     for chunk in &mut chunks {
@@ -925,30 +913,6 @@ fn erf(x: f32) -> f32 {
             + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
     let y = 1.0 - poly * fast_exp(-a * a);
     y.copysign(x)
-}
-
-/// e^x for x ≤ 0 down to underflow, relative error about 10⁻⁷, branch-free.
-#[inline(always)]
-fn fast_exp(x: f32) -> f32 {
-    let x = x.clamp(-87.0, 88.0);
-    // Round to nearest by adding and subtracting 1.5·2²³ (no libm call).
-    const SHIFT: f32 = 12_582_912.0;
-    let shifted = x * std::f32::consts::LOG2_E + SHIFT;
-    let n = shifted - SHIFT;
-    let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (0.166_666_67
-                    + r * (0.041_666_41 + r * (0.008_333_452 + r * 0.001_394_978_6)))));
-    // 2ⁿ, built in the exponent field. The low bits of `shifted` hold n
-    // (its bits are SHIFT's plus n), so no float-to-integer conversion is
-    // needed: Rust's saturates, and would keep loops over this scalar.
-    let biased = shifted
-        .to_bits()
-        .wrapping_sub(SHIFT.to_bits())
-        .wrapping_add(127);
-    f32::from_bits(biased << 23) * p
 }
 
 fn pool(rows: &[f32], width: usize, pooling: Pooling) -> Vec<f32> {
