@@ -16,9 +16,6 @@
 //! - [`PromptTemplate`], [`ChatPromptTemplate`], [`FewShotPromptTemplate`]:
 //!   Jinja templates (minijinja) that refuse missing variables.
 //! - [`models`]: fetching the default model weights from the package registry.
-//! - [`math`]: a fast exponential and maximum, shared by the local engines.
-//! - [`quant`]: the integer matrix product of 4-bit weights and 8-bit
-//!   activations both local engines run batches through.
 //! - [`Worker`]: the thread a loaded model runs on, so async callers queue
 //!   instead of blocking the runtime.
 //! - [`Error`]: the one error type; other kb crates convert into it.
@@ -62,11 +59,9 @@ mod document;
 mod embedder;
 mod error;
 mod generate;
-pub mod math;
 mod message;
 pub mod models;
 mod prompt;
-pub mod quant;
 mod reranker;
 mod retriever;
 mod runnable;

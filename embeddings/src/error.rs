@@ -61,6 +61,10 @@ pub enum Error {
     /// A setting is out of range.
     #[error("invalid setting: {0}")]
     InvalidSetting(String),
+    /// The integer kernels refused their input, or the kernel family asked
+    /// for (`KB_KERNELS`) cannot run here.
+    #[error("kernels: {0}")]
+    Kernel(#[from] kb_kernels::Error),
 }
 
 /// `Result` with kb-embeddings' [`Error`].

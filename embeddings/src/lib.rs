@@ -35,8 +35,6 @@ mod fastembed;
 mod local;
 #[cfg(feature = "remote")]
 mod openai;
-mod q4_0;
-mod q8_0;
 
 pub use any::LocalEmbedder;
 pub use bert::{BertEmbedder, BertEmbedderBuilder, CrossEncoder, Pooling, default_device};

@@ -1,10 +1,10 @@
 //! [`Backend`]: where a model runs, and the dispatch between kb's own CPU
-//! kernels ([`crate::llama`]) and candle on a device ([`crate::device`]).
+//! kernels ([`crate::models`]) and candle on a device ([`crate::device`]).
 
 use crate::device::{DeviceCache, DeviceModel};
 use crate::error::{LlmError, Result};
 use crate::gguf::GgufFile;
-use crate::llama::{self, Config, Pass};
+use crate::models::{self, Config, CpuModel, Pass};
 
 /// Where a model runs.
 ///
@@ -67,14 +67,14 @@ impl std::fmt::Display for Backend {
 
 /// A loaded model on its backend.
 pub(crate) enum Model {
-    Cpu(llama::Model),
+    Cpu(CpuModel),
     Device(DeviceModel),
 }
 
 /// A sequence's key/value cache, kept where its model runs.
 #[derive(Debug, Clone)]
 pub(crate) enum Cache {
-    Cpu(llama::Cache),
+    Cpu(models::Cache),
     Device(DeviceCache),
 }
 
@@ -84,10 +84,11 @@ impl Model {
         gguf: &mut GgufFile,
         backend: Backend,
         threads: usize,
+        isa: kb_kernels::Isa,
         dense: bool,
     ) -> Result<Self> {
         let device = match backend {
-            Backend::Cpu => return llama::Model::load(gguf, threads, dense).map(Model::Cpu),
+            Backend::Cpu => return CpuModel::load(gguf, threads, isa, dense).map(Model::Cpu),
             Backend::CandleCpu => candle_core::Device::Cpu,
             Backend::Cuda(_) if !cfg!(feature = "cuda") => {
                 return Err(LlmError::Device(format!(
@@ -103,7 +104,7 @@ impl Model {
 
     pub(crate) fn config(&self) -> &Config {
         match self {
-            Model::Cpu(m) => &m.config,
+            Model::Cpu(m) => m.config(),
             Model::Device(m) => &m.config,
         }
     }
@@ -113,6 +114,14 @@ impl Model {
         match self {
             Model::Cpu(m) => m.size(),
             Model::Device(m) => m.size(),
+        }
+    }
+
+    /// The CPU kernel family the model runs on (`None` on a device).
+    pub(crate) fn isa(&self) -> Option<kb_kernels::Isa> {
+        match self {
+            Model::Cpu(m) => Some(m.isa()),
+            Model::Device(_) => None,
         }
     }
 
@@ -127,7 +136,7 @@ impl Model {
     /// An empty cache for this model.
     pub(crate) fn cache(&self) -> Cache {
         match self {
-            Model::Cpu(m) => Cache::Cpu(llama::Cache::new(&m.config)),
+            Model::Cpu(m) => Cache::Cpu(models::Cache::new(m.config())),
             Model::Device(m) => Cache::Device(m.cache()),
         }
     }
@@ -141,7 +150,7 @@ impl Model {
     ) -> Result<Vec<f32>> {
         check(self.config(), tokens, cache.len())?;
         match (self, cache) {
-            (Model::Cpu(m), Cache::Cpu(c)) => Ok(m.forward(tokens, c, pass)),
+            (Model::Cpu(m), Cache::Cpu(c)) => m.forward(tokens, c, pass),
             (Model::Device(m), Cache::Device(c)) => m.forward(tokens, c),
             _ => Err(LlmError::Device(
                 "a cache made for another backend was passed to this model".into(),

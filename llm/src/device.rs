@@ -13,7 +13,7 @@ use candle_core::{D, DType, Device, Module, Tensor};
 
 use crate::error::{LlmError, Result};
 use crate::gguf::GgufFile;
-use crate::llama::Config;
+use crate::models::{Arch, Config};
 
 /// A model's weights on a candle device.
 pub(crate) struct DeviceModel {
@@ -111,6 +111,11 @@ impl DeviceModel {
     /// dequantized to f32 (more memory, f32 arithmetic throughout).
     pub(crate) fn load(gguf: &mut GgufFile, device: &Device, dense: bool) -> Result<Self> {
         let config = Config::from_gguf(gguf)?;
+        if config.arch == Arch::Gemma3 {
+            return Err(LlmError::Device(
+                "Gemma 3 runs on the CPU backend only for now (KB_DEVICE=cpu)".into(),
+            ));
+        }
         let mut size = 0usize;
         let mut quantized = |gguf: &mut GgufFile, name: &str| -> Result<QTensor> {
             let t = gguf.qtensor_on(name, device)?;

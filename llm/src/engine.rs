@@ -9,9 +9,9 @@ use kb_core::{FinishReason, GenerateOptions, Message, Role};
 use crate::backend::{Backend, Cache, Model};
 use crate::error::{LlmError, Result};
 use crate::gguf::GgufFile;
-use crate::llama::{Config, Pass};
+use crate::models::{Arch, Config, Pass};
 use crate::sampler::{Sampler, log_softmax};
-use crate::template::{CHATML, ChatTemplate};
+use crate::template::{CHATML, ChatTemplate, GEMMA};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 
 /// Tokens generated when the options set no `max_tokens`.
@@ -23,16 +23,18 @@ pub const DEFAULT_MAX_TOKENS: usize = 512;
 pub struct LoadOptions {
     /// Inference threads; by default the machine's cores.
     pub threads: Option<usize>,
-    /// Keep f32 copies of the layer weights, and process prompts in f32:
-    /// the reference arithmetic, which gives llama.cpp's greedy tokens
-    /// exactly, for about twice the memory. Without them (the default)
-    /// prompts run through 8-bit integer products where the processor has
-    /// AVX-512 VNNI (about 1.7× faster), else through f32 products on
-    /// weights dequantized as they are needed.
+    /// Keep f32 copies of the layer weights and process prompts in f32: a
+    /// reference arithmetic without 8-bit activations, for several times the
+    /// memory. Without them (the default) every product runs through the
+    /// integer kernels of [`kb_kernels`] on the weights as the file stores
+    /// them, activations rounded to 8 bits as llama.cpp rounds them.
     pub dense_prompt_weights: bool,
     /// Where the model runs; by default [`Backend::auto`]: a CUDA GPU when
     /// kb has the `cuda` feature and one is present, else the CPU.
     pub backend: Option<Backend>,
+    /// The CPU kernel family; by default the one `KB_KERNELS` names, else
+    /// the best this processor runs. Every family gives the same numbers.
+    pub kernels: Option<kb_kernels::Isa>,
 }
 
 impl LoadOptions {
@@ -45,6 +47,12 @@ impl LoadOptions {
     /// Chooses where the model runs.
     pub fn backend(mut self, backend: Backend) -> Self {
         self.backend = Some(backend);
+        self
+    }
+
+    /// Chooses the CPU kernel family (see [`kb_kernels::Isa`]).
+    pub fn kernels(mut self, isa: kb_kernels::Isa) -> Self {
+        self.kernels = Some(isa);
         self
     }
 
@@ -152,12 +160,14 @@ impl GgufModel {
     pub fn load(path: &Path, options: &LoadOptions) -> Result<Self> {
         let path = crate::gguf::resolve(path)?;
         let mut gguf = GgufFile::open(&path)?;
-        Config::check_architecture(&gguf)?;
+        let arch = Config::arch(&gguf)?;
         let tokenizer = Tokenizer::from_gguf(&gguf)?;
         let bos = tokenizer.token_text(tokenizer.bos());
         let eos = tokenizer.token_text(tokenizer.eos());
         let (source, has_template) = if gguf.has("tokenizer.chat_template") {
             (gguf.string("tokenizer.chat_template")?.to_string(), true)
+        } else if arch == Arch::Gemma3 {
+            (GEMMA.to_string(), false)
         } else {
             (CHATML.to_string(), false)
         };
@@ -168,7 +178,17 @@ impl GgufModel {
                 .unwrap_or(1)
         });
         let backend = options.backend.unwrap_or_else(Backend::auto);
-        let model = Model::load(&mut gguf, backend, threads, options.dense_prompt_weights)?;
+        let isa = match options.kernels {
+            Some(isa) => isa,
+            None => kb_kernels::Isa::from_env()?,
+        };
+        let model = Model::load(
+            &mut gguf,
+            backend,
+            threads,
+            isa,
+            options.dense_prompt_weights,
+        )?;
         if model.config().vocab < tokenizer.vocab_size() {
             return Err(LlmError::metadata(
                 "tokenizer.ggml.tokens",
@@ -189,6 +209,7 @@ impl GgufModel {
         tracing::info!(
             model = %name,
             %backend,
+            kernels = %isa,
             threads,
             weights_mib = model.size() / (1 << 20),
             context = model.config().context,
@@ -226,6 +247,11 @@ impl GgufModel {
     /// The context window in tokens.
     pub fn context_length(&self) -> usize {
         self.model.config().context
+    }
+
+    /// The CPU kernel family the model runs on (`None` on a GPU).
+    pub fn kernels(&self) -> Option<kb_kernels::Isa> {
+        self.model.isa()
     }
 
     /// Inference threads.

@@ -25,7 +25,7 @@ pub enum LlmError {
     },
     /// The GGUF declares an architecture this engine does not run.
     #[error(
-        "model architecture {architecture:?} is not supported (supported: llama, mistral, qwen2, qwen3)"
+        "model architecture {architecture:?} is not supported (supported: llama, mistral, qwen2, qwen3, gemma3)"
     )]
     UnsupportedArchitecture {
         /// `general.architecture` from the file.
@@ -74,6 +74,10 @@ pub enum LlmError {
     /// The device (a GPU through candle) failed or is not available.
     #[error("device: {0}")]
     Device(String),
+    /// The CPU kernels refused their input, or the kernel family asked for
+    /// (`KB_KERNELS`) cannot run here.
+    #[error("kernels: {0}")]
+    Kernel(#[from] kb_kernels::Error),
 }
 
 impl LlmError {

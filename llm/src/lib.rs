@@ -1,7 +1,8 @@
 //! kb-llm: the local quantized GGUF engine.
 //!
 //! [`GgufModel`] loads a GGUF file of the Llama family (Llama, Mistral, SmolLM,
-//! Qwen 2, Qwen 3) for the CPU: the [`Tokenizer`] and [`ChatTemplate`] come from
+//! Qwen 2, Qwen 3) or Gemma 3 for the CPU, its weights kept in their ggml
+//! types (Q4_0 … Q8_0, Q2_K … Q6_K) and multiplied by [`kb_kernels`]: the [`Tokenizer`] and [`ChatTemplate`] come from
 //! the file's own metadata, generation supports every decoding strategy of
 //! [`kb_core::GenerateOptions`] (greedy, temperature, top-k/p, min-p,
 //! penalties, no-repeat-n-gram, beam search, stop strings, seeds), and a
@@ -28,13 +29,12 @@ mod device;
 mod engine;
 mod error;
 mod gguf;
-mod llama;
 mod local;
+mod models;
 mod open;
 #[cfg(feature = "remote")]
 mod openai;
 mod ops;
-mod quant;
 mod sampler;
 pub mod template;
 mod tokenizer;
@@ -43,6 +43,7 @@ pub use backend::Backend;
 pub use engine::{DEFAULT_MAX_TOKENS, Generation, GgufModel, LoadOptions, Session};
 pub use error::{LlmError, Result};
 pub use gguf::GgufFile;
+pub use kb_kernels::Isa;
 pub use local::LocalLlm;
 #[cfg(feature = "remote")]
 pub use open::remote;

@@ -2,7 +2,8 @@
 //! the `gemm` crate, RMS norm, rotary embeddings, SwiGLU, softmax.
 
 use gemm::{Parallelism, gemm};
-use kb_core::math::{self, fast_exp};
+use kb_kernels::math::{self, fast_exp};
+use rayon::prelude::*;
 
 /// The body of a function that calls `$generic` (an `#[inline(always)]`
 /// function taking the same arguments) compiled for AVX2+FMA when the
@@ -75,7 +76,6 @@ pub(crate) fn matmul(
 }
 
 /// A dot product with 16 independent fused multiply-add accumulators.
-#[cfg(test)]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     with_simd!(dot_generic(a: &[f32], b: &[f32]) -> f32)
 }
@@ -294,6 +294,85 @@ impl Rotary {
                 }
             }
         }
+    }
+}
+
+/// [`swiglu`] over the thread pool.
+pub(crate) fn par_swiglu(gate: &mut [f32], up: &[f32]) {
+    gate.par_chunks_mut(4096)
+        .zip(up.par_chunks(4096))
+        .for_each(|(g, u)| swiglu(g, u));
+}
+
+/// `gate = gelu(gate) · up` in place, over the thread pool: GELU's tanh
+/// approximation looked up for the f16 nearest each value (outside ±10, 0
+/// or the value itself), as ggml computes it.
+pub(crate) fn par_geglu(gate: &mut [f32], up: &[f32]) {
+    let table = gelu_table();
+    gate.par_chunks_mut(4096)
+        .zip(up.par_chunks(4096))
+        .for_each(|(g, u)| {
+            for (g, u) in g.iter_mut().zip(u) {
+                let v = *g;
+                *g = if v <= -10.0 {
+                    0.0
+                } else if v >= 10.0 {
+                    v * u
+                } else {
+                    let bits = half::f16::from_f32(v).to_bits();
+                    half::f16::from_bits(table[bits as usize]).to_f32() * u
+                };
+            }
+        });
+}
+
+/// GELU (tanh approximation) of every f16, rounded to f16, as bits.
+fn gelu_table() -> &'static [u16] {
+    static TABLE: std::sync::OnceLock<Vec<u16>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+        const COEF_A: f32 = 0.044_715;
+        (0..=u16::MAX)
+            .map(|bits| {
+                let x = half::f16::from_bits(bits).to_f32();
+                let inner = SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x);
+                let y = 0.5 * x * (1.0 + inner.tanh());
+                half::f16::from_f32(y).to_bits()
+            })
+            .collect()
+    })
+}
+
+/// `x += v`.
+pub(crate) fn add(v: &[f32], x: &mut [f32]) {
+    for (x, v) in x.iter_mut().zip(v) {
+        *x += v;
+    }
+}
+
+/// `out (n × m) = input (n × k) · weightᵀ`, or added to `out`: each output
+/// one [`dot`], so its value does not depend on `n` (for matrices without
+/// an integer kernel).
+pub(crate) fn matmul_exact(
+    input: &[f32],
+    n: usize,
+    k: usize,
+    weight: &[f32],
+    m: usize,
+    out: &mut [f32],
+    accumulate: bool,
+) {
+    assert_eq!(input.len(), n * k, "matmul input shape");
+    assert_eq!(weight.len(), m * k, "matmul weight shape");
+    assert_eq!(out.len(), n * m, "matmul output shape");
+    for (x, out) in input.chunks_exact(k).zip(out.chunks_exact_mut(m)) {
+        out.par_chunks_mut(64).enumerate().for_each(|(c, o)| {
+            for (i, o) in o.iter_mut().enumerate() {
+                let row = c * 64 + i;
+                let d = dot(x, &weight[row * k..(row + 1) * k]);
+                *o = if accumulate { *o + d } else { d };
+            }
+        });
     }
 }
 

@@ -12,6 +12,11 @@ use crate::error::{LlmError, Result};
 /// fine-tunes use it.
 pub const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
+/// The template used for Gemma models without one of their own: turns
+/// between `<start_of_turn>` and `<end_of_turn>`, the assistant called
+/// `model`, a system message folded into the first user turn.
+pub const GEMMA: &str = "{% if messages and messages[0]['role'] == 'system' %}{% set prefix = messages[0]['content'] + '\n\n' %}{% set turns = messages[1:] %}{% else %}{% set prefix = '' %}{% set turns = messages %}{% endif %}{% for message in turns %}{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else message['role']) + '\n' + (prefix if loop.first else '') + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}";
+
 /// A chat template rendered with minijinja, with the Python string methods,
 /// `raise_exception` and the variables Hugging Face templates expect
 /// (`messages`, `add_generation_prompt`, `bos_token`, `eos_token`).

