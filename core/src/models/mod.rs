@@ -16,7 +16,7 @@ mod pip;
 
 pub use cache::{FetchAction, InstalledModel, ModelCache, kb_home};
 pub use catalog::{
-    DEFAULT_EMBEDDER, DEFAULT_LLM, MULTILINGUAL_EMBEDDER, ModelFile, ModelKind, ModelSpec, catalog,
-    find,
+    DEFAULT_EMBEDDER, DEFAULT_LLM, FilePart, GEMMA3_270M, MULTILINGUAL_EMBEDDER, ModelFile,
+    ModelKind, ModelSpec, catalog, find,
 };
 pub use pip::Pip;

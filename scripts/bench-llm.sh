@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# kb's local engine against llama.cpp on the GGUF files people run, in one
+# run on this machine: for each model, each kernel family this processor has
+# (AVX-512 VNNI against llama.cpp built natively, AVX2 against llama.cpp
+# built for AVX2 only) and 2 and 1 threads, pp512 and tg128 of both, kb's
+# peak memory against the file, and the decoding speed the memory bandwidth
+# allows. Prints a Markdown table (the one in docs/llm.md).
+#
+#   scripts/bench-llm.sh [--quick] [--models "135m-q4_1 135m-q4_k_m gemma3 1.7b-q4_k_m 1.7b-q8_0 7b-q4_k_m"]
+#
+# --quick: the small models only, 2 threads, 2 repetitions.
+# Models are built once under $KB_BENCH (default ~/.cache/kb-bench): the
+# SmolLM2 file requantized by llama.cpp's own quantizer, and Llama-shaped
+# files with random weights at real sizes (scripts/synthetic-gguf.py; needs
+# `pip install gguf numpy`). The 7B shape needs about 12 GB of disk while it
+# is built and 4.4 GB after.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+models="135m-q4_1 135m-q4_k_m gemma3 1.7b-q4_k_m 1.7b-q8_0 7b-q4_k_m"
+threads="2 1"
+reps=3
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) models="135m-q4_1 135m-q4_k_m gemma3"; threads=2; reps=2 ;;
+    --models) models="$2"; shift ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+bench_dir=${KB_BENCH:-$HOME/.cache/kb-bench}
+mkdir -p "$bench_dir"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/kb/ci-target}
+
+cargo build --quiet --release --locked -p kb-cli
+kb="$CARGO_TARGET_DIR/release/kb"
+cargo bench --quiet --locked -p kb-llm --bench generate --no-run 2>/dev/null
+bench=$(ls -t "$CARGO_TARGET_DIR"/release/deps/generate-* | grep -v '\.d$' | head -1)
+native=$(scripts/llamacpp.sh)
+avx2=$(scripts/llamacpp.sh --avx2)
+"$kb" models fetch smollm2-135m-instruct gemma3-270m >&2
+smol=$("$kb" models list --json | python3 -c 'import json,sys; print([m["path"] for m in json.load(sys.stdin) if m["name"]=="smollm2-135m-instruct"][0])')
+gemma=$("$kb" models list --json | python3 -c 'import json,sys; print([m["path"] for m in json.load(sys.stdin) if m["name"]=="gemma3-270m"][0])')
+
+# The file for a model name, built if missing.
+model_file() {
+  local name=$1 shape type
+  case "$name" in
+    135m-q4_1) echo "$smol"; return ;;
+    gemma3) echo "$gemma"; return ;;
+    135m-*) type=${name#135m-} ;;
+    *) shape=${name%%-*}; type=${name#*-} ;;
+  esac
+  local out="$bench_dir/$name.gguf"
+  if [ ! -f "$out" ]; then
+    local source=$smol
+    if [ -n "${shape:-}" ]; then
+      source="$bench_dir/$shape.q8_0.gguf"
+      [ -f "$source" ] || python3 scripts/synthetic-gguf.py --like "$smol" --shape "$shape" --out "$source" >&2
+    fi
+    if [ "$type" = q8_0 ] && [ -n "${shape:-}" ]; then
+      cp "$source" "$out"
+    else
+      "$native/llama-quantize" --allow-requantize "$source" "$out.tmp" "${type^^}" >/dev/null 2>&1
+      mv "$out.tmp" "$out"
+    fi
+  fi
+  echo "$out"
+}
+
+families=()
+grep -q avx512_vnni /proc/cpuinfo && families+=(avx512-vnni)
+grep -q avx2 /proc/cpuinfo && families+=(avx2)
+echo "| model | file | kernels (llama.cpp build) | threads | kb pp512 | llama.cpp pp512 | × | kb tg128 | llama.cpp tg128 | × | tg bound by bandwidth | kb peak RSS / file |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+for name in $models; do
+  file=$(model_file "$name")
+  for family in "${families[@]}"; do
+    llama=$native; [ "$family" = avx2 ] && llama=$avx2
+    for t in $threads; do
+      r=$reps
+      case "$name" in 7b-*) r=1 ;; esac
+      "$bench" --model "$file" --threads "$t" --reps "$r" --kernels "$family" \
+        --llama-bench "$llama/llama-bench" --json |
+      python3 -c '
+import json, sys
+name, family, flavour = sys.argv[1:4]
+r = json.loads(sys.stdin.read().strip().splitlines()[-1])
+mib = lambda b: b / 1048576
+ratio = lambda a, b: f"{a / b:.2f}" if b else "–"
+print(f"| {name} | {mib(r[\"file_bytes\"]):.0f} MiB | {family} ({flavour}) | {r[\"threads\"]} "
+      f"| {r[\"pp512\"]:.1f} | {r[\"llama_pp512\"]:.1f} | {ratio(r[\"pp512\"], r[\"llama_pp512\"])} "
+      f"| {r[\"tg128\"]:.1f} | {r[\"llama_tg128\"]:.1f} | {ratio(r[\"tg128\"], r[\"llama_tg128\"])} "
+      f"| {r[\"tg_ceiling\"]:.0f} ({r[\"bandwidth_gbs\"]:.1f} GB/s) "
+      f"| {mib(r[\"peak_rss_bytes\"]):.0f} MiB ({r[\"peak_rss_bytes\"] / r[\"file_bytes\"]:.2f}×) |")
+' "$name" "$family" "$([ "$family" = avx2 ] && echo "AVX2 build" || echo native)"
+    done
+  done
+done
