@@ -31,8 +31,9 @@ bench_dir=${KB_BENCH:-$HOME/.cache/kb-bench}
 mkdir -p "$bench_dir"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/kb/ci-target}
 
-cargo build --quiet --release --locked -p kb-cli
-kb="$CARGO_TARGET_DIR/release/kb"
+# The CLI only fetches and lists models here: the test build serves.
+cargo build --quiet --locked -p kb-cli
+kb="$CARGO_TARGET_DIR/debug/kb"
 cargo bench --quiet --locked -p kb-llm --bench generate --no-run 2>/dev/null
 bench=$(ls -t "$CARGO_TARGET_DIR"/release/deps/generate-* | grep -v '\.d$' | head -1)
 native=$(scripts/llamacpp.sh)
@@ -70,8 +71,8 @@ model_file() {
 families=()
 grep -q avx512_vnni /proc/cpuinfo && families+=(avx512-vnni)
 grep -q avx2 /proc/cpuinfo && families+=(avx2)
-echo "| model | file | kernels (llama.cpp build) | threads | kb pp512 | llama.cpp pp512 | × | kb tg128 | llama.cpp tg128 | × | tg bound by bandwidth | kb peak RSS / file |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
 for name in $models; do
   file=$(model_file "$name")
   for family in "${families[@]}"; do
@@ -79,20 +80,29 @@ for name in $models; do
     for t in $threads; do
       r=$reps
       case "$name" in 7b-*) r=1 ;; esac
-      "$bench" --model "$file" --threads "$t" --reps "$r" --kernels "$family" \
-        --llama-bench "$llama/llama-bench" --json |
-      python3 -c '
-import json, sys
-name, family, flavour = sys.argv[1:4]
-r = json.loads(sys.stdin.read().strip().splitlines()[-1])
-mib = lambda b: b / 1048576
-ratio = lambda a, b: f"{a / b:.2f}" if b else "–"
-print(f"| {name} | {mib(r[\"file_bytes\"]):.0f} MiB | {family} ({flavour}) | {r[\"threads\"]} "
-      f"| {r[\"pp512\"]:.1f} | {r[\"llama_pp512\"]:.1f} | {ratio(r[\"pp512\"], r[\"llama_pp512\"])} "
-      f"| {r[\"tg128\"]:.1f} | {r[\"llama_tg128\"]:.1f} | {ratio(r[\"tg128\"], r[\"llama_tg128\"])} "
-      f"| {r[\"tg_ceiling\"]:.0f} ({r[\"bandwidth_gbs\"]:.1f} GB/s) "
-      f"| {mib(r[\"peak_rss_bytes\"]):.0f} MiB ({r[\"peak_rss_bytes\"] / r[\"file_bytes\"]:.2f}×) |")
-' "$name" "$family" "$([ "$family" = avx2 ] && echo "AVX2 build" || echo native)"
+      line=$("$bench" --model "$file" --threads "$t" --reps "$r" --kernels "$family" \
+        --llama-bench "$llama/llama-bench" --json | tail -1)
+      echo "{\"name\": \"$name\", \"family\": \"$family\", \"run\": $line}" >> "$results"
+      echo "$name $family $t: $line" >&2
     done
   done
 done
+python3 - "$results" <<'PY'
+import json, sys
+print("| model | file | kernels (llama.cpp build) | threads | kb pp512 | llama.cpp pp512 | × "
+      "| kb tg128 | llama.cpp tg128 | × | tg128 the bandwidth allows | kb peak RSS |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+for line in open(sys.argv[1]):
+    row = json.loads(line)
+    r = row["run"]
+    build = "AVX2 build" if row["family"] == "avx2" else "native build"
+    mib = lambda b: b / 1048576
+    def ratio(a, b):
+        return "{:.2f}".format(a / b) if b else "–"
+    print("| {} | {:.0f} MiB | {} ({}) | {} | {:.1f} | {:.1f} | {} | {:.1f} | {:.1f} | {} | {:.0f} ({:.1f} GB/s) | {:.0f} MiB ({:.2f}× the file) |".format(
+        row["name"], mib(r["file_bytes"]), row["family"], build, r["threads"],
+        r["pp512"], r["llama_pp512"] or 0, ratio(r["pp512"], r["llama_pp512"]),
+        r["tg128"], r["llama_tg128"] or 0, ratio(r["tg128"], r["llama_tg128"]),
+        r["tg_ceiling"], r["bandwidth_gbs"],
+        mib(r["peak_rss_bytes"]), r["peak_rss_bytes"] / r["file_bytes"]))
+PY

@@ -21,6 +21,13 @@ step "fetching tokenizer test vocabularies (cached after the first run)"
 ./scripts/fetch-vocab-fixtures.sh >/dev/null
 export KB_REQUIRE_VOCAB=1
 
+step "building llama.cpp's quantizer for the requantized-model tests (cached after the first run)"
+if bin=$(scripts/llamacpp.sh --avx2 llama-quantize); then
+    export KB_LLAMA_QUANTIZE="$bin/llama-quantize"
+else
+    echo "could not build llama-quantize: the requantized-model tests will say they skipped" >&2
+fi
+
 step "cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -27,6 +27,9 @@ pub enum Error {
     /// Sizes that do not fit together.
     #[error("{0}")]
     Shape(String),
+    /// Reading weights failed.
+    #[error("reading weights: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// `Result` with this crate's [`Error`].

@@ -55,42 +55,75 @@ impl PackedMatrix {
     /// Packs `rows × cols` weights stored as ggml blocks of `format`, row
     /// after row (as GGUF files hold them).
     pub fn from_ggml(format: Format, rows: usize, cols: usize, bytes: &[u8]) -> Result<Self> {
+        let expected = Self::ggml_size(format, rows, cols)?;
+        if bytes.len() as u64 != expected {
+            return Err(Error::Shape(format!(
+                "{} bytes are not {rows} rows of {cols} {format} values",
+                bytes.len()
+            )));
+        }
+        Self::read_ggml(format, rows, cols, &mut &bytes[..])
+    }
+
+    /// Bytes of `rows × cols` weights as ggml blocks of `format`.
+    pub fn ggml_size(format: Format, rows: usize, cols: usize) -> Result<u64> {
         let per_block = format.block_values();
         if cols == 0 || !cols.is_multiple_of(per_block) {
             return Err(Error::Shape(format!(
                 "rows of {cols} values do not split into {format} blocks of {per_block}"
             )));
         }
-        let sbs = cols / per_block;
+        let row_bytes = (cols / per_block * format.block_bytes()) as u64;
+        (rows as u64)
+            .checked_mul(row_bytes)
+            .ok_or_else(|| Error::Shape(format!("{rows} rows of {cols} values overflow")))
+    }
+
+    /// Packs `rows × cols` weights read from `reader` as ggml blocks of
+    /// `format`, row after row, a few hundred rows at a time: the memory it
+    /// takes beyond the packed matrix is one such slice, never a copy of the
+    /// whole tensor.
+    pub fn read_ggml(
+        format: Format,
+        rows: usize,
+        cols: usize,
+        reader: &mut impl std::io::Read,
+    ) -> Result<Self> {
+        Self::ggml_size(format, rows, cols)?;
+        let sbs = cols / format.block_values();
         let row_bytes = sbs * format.block_bytes();
-        if rows.checked_mul(row_bytes) != Some(bytes.len()) {
-            return Err(Error::Shape(format!(
-                "{} bytes are not {rows} rows of {cols} {format} values",
-                bytes.len()
-            )));
-        }
         let layout = format.layout();
         let record = layout.record();
         let tiles = rows.div_ceil(TILE);
         let mut data = vec![0u8; tiles * sbs * record];
-        data.par_chunks_mut(sbs * record)
-            .enumerate()
-            .for_each(|(tile, records)| {
-                let mut blocks: [RowBlock; TILE] = std::array::from_fn(|_| RowBlock {
-                    scales: [0; 16],
-                    ..RowBlock::default()
-                });
-                for (s, out) in records.chunks_exact_mut(record).enumerate() {
-                    for (i, block) in blocks.iter_mut().enumerate() {
-                        let row = tile * TILE + i;
-                        if row < rows {
-                            let at = row * row_bytes + s * format.block_bytes();
-                            *block = format.decode(&bytes[at..at + format.block_bytes()]);
+        // Tiles read and packed at a time (in parallel).
+        const CHUNK: usize = 64;
+        let mut raw = Vec::new();
+        for (c, packed) in data.chunks_mut(CHUNK * sbs * record).enumerate() {
+            let first = c * CHUNK * TILE;
+            let count = (rows - first).min(CHUNK * TILE);
+            raw.resize(count * row_bytes, 0);
+            reader.read_exact(&mut raw)?;
+            packed
+                .par_chunks_mut(sbs * record)
+                .enumerate()
+                .for_each(|(tile, records)| {
+                    let mut blocks: [RowBlock; TILE] = std::array::from_fn(|_| RowBlock {
+                        scales: [0; 16],
+                        ..RowBlock::default()
+                    });
+                    for (s, out) in records.chunks_exact_mut(record).enumerate() {
+                        for (i, block) in blocks.iter_mut().enumerate() {
+                            let row = tile * TILE + i;
+                            if row < count {
+                                let at = row * row_bytes + s * format.block_bytes();
+                                *block = format.decode(&raw[at..at + format.block_bytes()]);
+                            }
                         }
+                        pack(&layout, &blocks, out);
                     }
-                    pack(&layout, &blocks, out);
-                }
-            });
+                });
+        }
         Ok(PackedMatrix {
             format,
             rows,

@@ -18,11 +18,13 @@ pub struct GgufFile {
     reader: BufReader<File>,
 }
 
-/// A tensor as stored: its element type, shape (outermost first) and bytes.
-pub(crate) struct RawTensor {
+/// Where a tensor's bytes are: its element type, shape (outermost first),
+/// offset in the file and size.
+pub(crate) struct TensorPlace {
     pub(crate) dtype: GgmlDType,
     pub(crate) dims: Vec<usize>,
-    pub(crate) bytes: Vec<u8>,
+    offset: u64,
+    pub(crate) bytes: u64,
 }
 
 impl GgufFile {
@@ -172,18 +174,18 @@ impl GgufFile {
             .ok_or_else(|| LlmError::tensor(name, "missing from the file"))
     }
 
-    /// Tensor `name` as stored.
-    pub(crate) fn raw(&mut self, name: &str) -> Result<RawTensor> {
-        let qtensor = self.qtensor(name)?;
-        let bytes = qtensor
-            .data()
-            .map_err(|e| LlmError::tensor(name, e.to_string()))?
-            .into_owned();
-        Ok(RawTensor {
-            dtype: qtensor.dtype(),
-            dims: qtensor.shape().dims().to_vec(),
-            bytes,
-        })
+    /// Tensor `name`'s type and shape, and a reader over its bytes as
+    /// stored (checked to lie inside the file).
+    pub(crate) fn stream(&mut self, name: &str) -> Result<(TensorPlace, impl Read + '_)> {
+        let place = self.place(name)?;
+        self.reader
+            .seek(std::io::SeekFrom::Start(place.offset))
+            .map_err(|source| LlmError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        let bytes = place.bytes;
+        Ok((place, (&mut self.reader).take(bytes)))
     }
 
     /// Tensor `name` converted to f32, row-major.
@@ -207,15 +209,28 @@ impl GgufFile {
         name: &str,
         device: &Device,
     ) -> Result<candle_core::quantized::QTensor> {
+        self.place(name)?;
         let info = self
             .content
             .tensor_infos
             .get(name)
             .ok_or_else(|| LlmError::tensor(name, "missing from the file"))?;
         let offset = self.content.tensor_data_offset;
-        // The header's word for a tensor's size is checked against the file
-        // before anything is allocated: a crafted header must not make kb
-        // reserve terabytes.
+        read_tensor(info, &mut self.reader, offset, device).map_err(|e| LlmError::Corrupt {
+            path: self.path.clone(),
+            message: format!("tensor {name:?}: {e}"),
+        })
+    }
+
+    /// Where tensor `name` is. The header's word for a tensor's size is
+    /// checked against the file before anything is allocated: a crafted
+    /// header must not make kb reserve terabytes.
+    fn place(&self, name: &str) -> Result<TensorPlace> {
+        let info = self
+            .content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| LlmError::tensor(name, "missing from the file"))?;
         let corrupt = |message: String| LlmError::Corrupt {
             path: self.path.clone(),
             message: format!("tensor {name:?}: {message}"),
@@ -233,18 +248,21 @@ impl GgufFile {
             .iter()
             .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
             .map(|elements| elements.div_ceil(block as u64) * type_size as u64);
-        let end = bytes.and_then(|b| b.checked_add(offset + info.offset));
-        if end.is_none_or(|end| end > file_len) {
-            return Err(corrupt(format!(
+        let offset = self.content.tensor_data_offset.checked_add(info.offset);
+        let end = bytes.zip(offset).and_then(|(b, o)| b.checked_add(o));
+        match (bytes, offset, end) {
+            (Some(bytes), Some(offset), Some(end)) if end <= file_len => Ok(TensorPlace {
+                dtype: info.ggml_dtype,
+                dims: info.shape.dims().to_vec(),
+                offset,
+                bytes,
+            }),
+            _ => Err(corrupt(format!(
                 "its shape {:?} needs {} bytes past the end of the {file_len}-byte file",
                 info.shape.dims(),
                 bytes.map_or_else(|| "more".to_string(), |b| b.to_string())
-            )));
+            ))),
         }
-        read_tensor(info, &mut self.reader, offset, device).map_err(|e| LlmError::Corrupt {
-            path: self.path.clone(),
-            message: format!("tensor {name:?}: {e}"),
-        })
     }
 }
 

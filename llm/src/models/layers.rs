@@ -60,21 +60,29 @@ pub(crate) enum Matrix {
 }
 
 impl Matrix {
-    /// Reads tensor `name`, checking that it is `rows × cols`.
+    /// Reads tensor `name`, checking that it is `rows × cols`. Quantized
+    /// tensors are packed as they are read, a slice at a time.
     pub(crate) fn load(gguf: &mut GgufFile, name: &str, rows: usize, cols: usize) -> Result<Self> {
-        let raw = gguf.raw(name)?;
-        let numel: usize = raw.dims.iter().product();
-        if numel != rows * cols || raw.dims.first() != Some(&rows) {
+        let (place, mut reader) = gguf.stream(name)?;
+        let numel: usize = place.dims.iter().product();
+        if numel != rows * cols || place.dims.first() != Some(&rows) {
             return Err(LlmError::tensor(
                 name,
-                format!("expected shape [{rows}, {cols}], found {:?}", raw.dims),
+                format!("expected shape [{rows}, {cols}], found {:?}", place.dims),
             ));
         }
-        if let Some(format) = format_of(raw.dtype) {
-            let packed = PackedMatrix::from_ggml(format, rows, cols, &raw.bytes)?;
-            return Ok(Matrix::Packed(packed));
+        if let Some(format) = format_of(place.dtype) {
+            if PackedMatrix::ggml_size(format, rows, cols)? != place.bytes {
+                return Err(LlmError::tensor(name, "its size does not match its type"));
+            }
+            return Ok(Matrix::Packed(PackedMatrix::read_ggml(
+                format,
+                rows,
+                cols,
+                &mut reader,
+            )?));
         }
-        drop(raw);
+        drop(reader);
         Ok(Matrix::Dense(gguf.f32_tensor(name)?))
     }
 
