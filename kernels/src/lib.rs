@@ -14,7 +14,8 @@
 //! - [`PackedMatrix`]: a weight matrix repacked in tiles of 16 rows, as large
 //!   as the file's blocks.
 //! - [`Activations`]: rows quantized to bytes per block ([`Scheme`]).
-//! - [`multiply`]: their product, spread over the rayon pool.
+//! - [`multiply`]: their product, spread over the rayon pool;
+//!   [`multiply_many`] runs several in one pass.
 //! - [`Isa`]: the kernel families (AVX-512 VNNI, AVX2, plain Rust) and the
 //!   `KB_KERNELS` switch that forces one.
 //! - [`math`]: a fast exponential and maximum for softmax and friends.
@@ -47,6 +48,7 @@
 //! ```
 
 mod acts;
+mod buffer;
 mod error;
 mod formats;
 mod isa;
@@ -59,5 +61,5 @@ pub use acts::{Activations, Scheme};
 pub use error::{Error, Result};
 pub use formats::{BLOCK, Format, dequantize};
 pub use isa::{Isa, KERNELS_ENV};
-pub use multiply::multiply;
+pub use multiply::{Product, multiply, multiply_many};
 pub use packed::{PackedMatrix, TILE};

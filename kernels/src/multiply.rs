@@ -1,4 +1,5 @@
-//! [`multiply`]: the checked, parallel entry to the integer product.
+//! [`multiply`] and [`multiply_many`]: the checked, parallel entries to the
+//! integer product.
 
 use rayon::prelude::*;
 
@@ -37,12 +38,86 @@ pub fn multiply(
     out: &mut [f32],
     add: bool,
 ) -> Result<()> {
+    multiply_many(isa, &mut [Product { w, x, out, add }])
+}
+
+/// One product of [`multiply_many`]: `out (=|+=) x · wᵀ`.
+#[derive(Debug)]
+pub struct Product<'a> {
+    /// The weights.
+    pub w: &'a PackedMatrix,
+    /// The activations, quantized with the weights' scheme.
+    pub x: &'a Activations,
+    /// `x.rows() × w.rows()` results.
+    pub out: &'a mut [f32],
+    /// Add to `out` instead of overwriting it.
+    pub add: bool,
+}
+
+/// Several products (the query, key and value of one input, say) in one
+/// parallel pass over the pool: the same numbers as one [`multiply`] each,
+/// with one wait for the threads instead of one per matrix.
+pub fn multiply_many(isa: Isa, products: &mut [Product<'_>]) -> Result<()> {
     if !isa.is_supported() {
         return Err(Error::UnsupportedIsa {
             asked: isa.name(),
             available: Isa::best().name().to_string(),
         });
     }
+    for Product { w, x, out, .. } in products.iter() {
+        check(w, x, out.len())?;
+    }
+    let threads = rayon::current_num_threads();
+    // (product, first tile, last tile) per task.
+    let mut tasks = Vec::new();
+    for (i, Product { w, x, .. }) in products.iter().enumerate() {
+        if x.rows() == 0 || w.rows() == 0 {
+            continue;
+        }
+        let tiles = w.rows().div_ceil(TILE);
+        let chunk = tiles.div_ceil(threads * 4).clamp(1, 32);
+        tasks.extend(
+            (0..tiles)
+                .step_by(chunk)
+                .map(|first| (i, first, (first + chunk).min(tiles))),
+        );
+    }
+    let outputs: Vec<OutPtr> = products
+        .iter_mut()
+        .map(|p| OutPtr(p.out.as_mut_ptr()))
+        .collect();
+    let run = |&(i, first, end): &(usize, usize, usize)| {
+        let Product { w, x, add, .. } = &products[i];
+        let (q, d, s, sums) = x.parts();
+        let problem = Problem {
+            data: w.data(),
+            superblocks: w.superblocks(),
+            rows: w.rows(),
+            k: w.cols(),
+            q,
+            d,
+            s,
+            sums,
+            tokens: 0..x.rows(),
+            tiles: first..end,
+            // SAFETY: tile `first` starts at row 16·first < rows, inside
+            // the checked output.
+            out: unsafe { outputs[i].get().add(first * TILE) },
+            stride: w.rows(),
+            add: *add,
+        };
+        kernel::run(isa, w.format(), &problem);
+    };
+    if tasks.len() == 1 || threads == 1 {
+        tasks.iter().for_each(run);
+    } else {
+        tasks.par_iter().for_each(run);
+    }
+    Ok(())
+}
+
+/// Checks that `x · wᵀ` fits an output of `len` values.
+fn check(w: &PackedMatrix, x: &Activations, len: usize) -> Result<()> {
     if x.scheme() != w.format().scheme() {
         return Err(Error::Shape(format!(
             "{} weights take {:?} activations, not {:?}",
@@ -58,55 +133,22 @@ pub fn multiply(
             w.cols()
         )));
     }
-    let (n, rows) = (x.rows(), w.rows());
-    if out.len() != n * rows {
+    if len != x.rows() * w.rows() {
         return Err(Error::Shape(format!(
-            "an output of {} values for {n} × {rows}",
-            out.len()
+            "an output of {len} values for {} × {}",
+            x.rows(),
+            w.rows()
         )));
-    }
-    if n == 0 || rows == 0 {
-        return Ok(());
-    }
-    let tiles = rows.div_ceil(TILE);
-    let threads = rayon::current_num_threads();
-    let chunk = tiles.div_ceil(threads * 4).clamp(1, 32);
-    let (q, d, s, sums) = x.parts();
-    let base = OutPtr(out.as_mut_ptr());
-    let run = |first: usize| {
-        let end = (first + chunk).min(tiles);
-        let problem = Problem {
-            data: w.data(),
-            superblocks: w.superblocks(),
-            rows,
-            k: w.cols(),
-            q,
-            d,
-            s,
-            sums,
-            tokens: 0..n,
-            tiles: first..end,
-            // SAFETY: tile `first` starts at row 16·first < rows.
-            out: unsafe { base.get().add(first * TILE) },
-            stride: rows,
-            add,
-        };
-        kernel::run(isa, w.format(), &problem);
-    };
-    let starts: Vec<usize> = (0..tiles).step_by(chunk).collect();
-    if starts.len() == 1 || threads == 1 {
-        starts.into_iter().for_each(run);
-    } else {
-        starts.into_par_iter().for_each(run);
     }
     Ok(())
 }
 
-/// The output's start, shared by tasks that write disjoint rows of it.
+/// An output's start, shared by tasks that write disjoint rows of it.
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
 
-// SAFETY: each task writes only the rows of its own tiles (see `multiply`).
+// SAFETY: each task writes only the rows of its own tiles (see
+// `multiply_many`), and the outputs are distinct `&mut` slices.
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 

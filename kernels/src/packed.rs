@@ -19,6 +19,7 @@
 
 use rayon::prelude::*;
 
+use crate::buffer::Buffer;
 use crate::error::{Error, Result};
 use crate::formats::{BLOCK, Format, Layout, Mins, RowBlock};
 
@@ -48,7 +49,7 @@ pub struct PackedMatrix {
     format: Format,
     rows: usize,
     cols: usize,
-    data: Vec<u8>,
+    data: Buffer,
 }
 
 impl PackedMatrix {
@@ -95,7 +96,7 @@ impl PackedMatrix {
         let layout = format.layout();
         let record = layout.record();
         let tiles = rows.div_ceil(TILE);
-        let mut data = vec![0u8; tiles * sbs * record];
+        let mut data = Buffer::zeroed(tiles * sbs * record);
         // Tiles read and packed at a time (in parallel).
         const CHUNK: usize = 64;
         let mut raw = Vec::new();

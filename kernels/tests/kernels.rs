@@ -204,3 +204,52 @@ fn row_minimum(bytes: &[u8], format: Format, r: usize, b: usize, cols: usize) ->
     let at = (r * cols / 32 + b) * format.block_bytes() + 2;
     half::f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
 }
+
+/// Several products in one pass give what each gives alone.
+#[test]
+fn products_together_equal_products_alone() {
+    use kb_kernels::{Product, multiply_many};
+    let mut noise = Noise(11);
+    let formats = [Format::Q5_0, Format::Q8_0, Format::Q4_K];
+    let cols = 256;
+    let matrices: Vec<PackedMatrix> = formats
+        .iter()
+        .zip([48, 16, 33])
+        .map(|(&format, rows)| {
+            let bytes = random_blocks(format, rows, cols, &mut noise);
+            PackedMatrix::from_ggml(format, rows, cols, &bytes).expect("pack")
+        })
+        .collect();
+    let input: Vec<f32> = (0..3 * cols).map(|_| noise.unit()).collect();
+    let acts: Vec<Activations> = matrices
+        .iter()
+        .map(|w| {
+            let mut x = Activations::new(w.format().scheme());
+            x.quantize(&input, cols, Isa::best()).expect("quantize");
+            x
+        })
+        .collect();
+    for isa in Isa::supported() {
+        let mut alone: Vec<Vec<f32>> = Vec::new();
+        for (w, x) in matrices.iter().zip(&acts) {
+            let mut out = vec![0f32; 3 * w.rows()];
+            multiply(isa, w, x, &mut out, false).expect("alone");
+            alone.push(out);
+        }
+        let mut outs: Vec<Vec<f32>> = matrices.iter().map(|w| vec![0f32; 3 * w.rows()]).collect();
+        let mut products: Vec<Product<'_>> = matrices
+            .iter()
+            .zip(&acts)
+            .zip(outs.iter_mut())
+            .map(|((w, x), out)| Product {
+                w,
+                x,
+                out,
+                add: false,
+            })
+            .collect();
+        multiply_many(isa, &mut products).expect("together");
+        drop(products);
+        assert_eq!(outs, alone, "{isa}");
+    }
+}

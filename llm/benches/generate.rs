@@ -14,8 +14,9 @@
 //! ```
 //!
 //! With `--llama-bench`, llama.cpp's `llama-bench` runs the same tests on the
-//! same file with the same threads and the ratios are printed; nothing is
-//! compared with numbers from another run. `scripts/bench-llm.sh` runs this
+//! same file with the same threads, its repetitions alternating with kb's,
+//! and the ratios are printed; nothing is compared with numbers from another
+//! run. `scripts/bench-llm.sh` runs this
 //! over a set of models, kernel families and thread counts and prints the
 //! table in `docs/llm.md`.
 
@@ -106,21 +107,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut session = model.session();
     model.logits(&mut session, &prompt[..64])?;
 
-    let mut pp = Vec::new();
-    for _ in 0..args.prompt_reps.unwrap_or(args.reps) {
-        let mut session = model.session();
-        let t = Instant::now();
-        model.logits(&mut session, &prompt)?;
-        pp.push(512.0 / t.elapsed().as_secs_f64());
-    }
-    let mut tg = Vec::new();
-    for _ in 0..args.reps {
+    // kb's repetitions alternate with llama-bench's (one each), so that a
+    // machine whose speed drifts (other tenants, thermal limits) slows both
+    // alike; each side's median is reported.
+    let (mut pp, mut tg, mut ref_pp, mut ref_tg) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for rep in 0..args.reps {
+        if rep < args.prompt_reps.unwrap_or(args.reps) {
+            let mut session = model.session();
+            let t = Instant::now();
+            model.logits(&mut session, &prompt)?;
+            pp.push(512.0 / t.elapsed().as_secs_f64());
+        }
         let mut session = model.session();
         let t = Instant::now();
         for &token in &prompt[..128] {
             model.decode_step(&mut session, token)?;
         }
         tg.push(128.0 / t.elapsed().as_secs_f64());
+        if let Some(bin) = &args.llama_bench {
+            let (p, g) = llama_bench(bin, &path, args.threads)?;
+            ref_pp.push(p);
+            ref_tg.push(g);
+        }
     }
     let (pp, tg) = (median(&mut pp), median(&mut tg));
     let peak = peak_rss().unwrap_or(0);
@@ -128,10 +136,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     drop(model);
     let bandwidth = streaming_read(args.threads);
     let ceiling = bandwidth / weights as f64;
-    let reference = match &args.llama_bench {
-        Some(bin) => Some(llama_bench(bin, &path, args.threads, args.reps)?),
-        None => None,
-    };
+    let reference = args
+        .llama_bench
+        .as_ref()
+        .map(|_| (median(&mut ref_pp), median(&mut ref_tg)));
 
     let name = path
         .file_name()
@@ -199,10 +207,22 @@ fn peak_rss() -> Option<u64> {
 }
 
 /// Bytes per second `threads` threads read from a buffer far larger than
-/// the caches (best of three passes).
+/// the caches (best of three passes), in huge pages where the system gives
+/// them on request, as kb's packed weights are.
 fn streaming_read(threads: usize) -> f64 {
     let size = 1usize << 30;
-    let buffer: Vec<u64> = (0..size / 8).map(|i| i as u64).collect();
+    let mut buffer: Vec<u64> = Vec::with_capacity(size / 8);
+    #[cfg(target_os = "linux")]
+    {
+        // The whole 2 MiB pages inside the buffer.
+        let start = (buffer.as_ptr() as usize).next_multiple_of(2 << 20);
+        let end = (buffer.as_ptr() as usize + size) & !((2 << 20) - 1);
+        if end > start {
+            // SAFETY: advice on memory this process owns and has not touched.
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
+        }
+    }
+    buffer.extend((0..size / 8).map(|i| i as u64));
     let chunk = buffer.len().div_ceil(threads);
     let mut best = 0f64;
     for _ in 0..3 {
@@ -233,18 +253,17 @@ fn streaming_read(threads: usize) -> f64 {
     best
 }
 
-/// `llama-bench`'s pp512 and tg128 (tokens/s) on `model`.
+/// `llama-bench`'s pp512 and tg128 (tokens/s) on `model`, one repetition.
 fn llama_bench(
     bin: &std::path::Path,
     model: &std::path::Path,
     threads: usize,
-    reps: usize,
 ) -> Result<(f64, f64), Box<dyn std::error::Error>> {
     let output = Command::new(bin)
         .arg("-m")
         .arg(model)
         .args(["-t", &threads.to_string(), "-p", "512", "-n", "128"])
-        .args(["-r", &reps.to_string(), "-o", "json"])
+        .args(["-r", "1", "-o", "json"])
         .output()?;
     if !output.status.success() {
         return Err(format!(

@@ -134,13 +134,17 @@ unsafe fn micro<S: Simd, F: Fmt, const T: usize>(p: &Problem<'_>, tile: usize, t
     };
     let scales_per_row = p.k / (l.blocks * BLOCK);
     let base = p.data.as_ptr();
-    for h in 0..TILE / S::LANES {
-        let lanes = h * S::LANES;
-        // The scales' and the minimums' shares apart, added at the end (as
-        // llama.cpp does: they nearly cancel).
-        let mut acc = [S::splat_f(0.0); T];
-        let mut acc_min = [S::splat_f(0.0); T];
-        for s in 0..p.superblocks {
+    // Both halves of a tile (for 8-lane vectors) in one pass over its
+    // records, so the weights stream from memory once, without a second
+    // pass over cached data in between.
+    let halves = TILE / S::LANES;
+    // The scales' and the minimums' shares apart, added at the end (as
+    // llama.cpp does: they nearly cancel).
+    let mut acc = [[S::splat_f(0.0); 2]; T];
+    let mut acc_min = [[S::splat_f(0.0); 2]; T];
+    for s in 0..p.superblocks {
+        for h in 0..halves {
+            let lanes = h * S::LANES;
             // SAFETY (every pointer below): the record of (tile, s) lies in
             // the packed data, the activations of tokens t0..t0 + T in
             // theirs, as the caller promised.
@@ -221,33 +225,38 @@ unsafe fn micro<S: Simd, F: Fmt, const T: usize>(p: &Problem<'_>, tile: usize, t
             }
             for t in 0..T {
                 let dx = S::splat_f(unsafe { *p.d.as_ptr().add((t0 + t) * scales_per_row + s) });
-                acc[t] = S::add_f(acc[t], S::mul_f(S::mul_f(a, dx), S::to_f(isum[t])));
+                let acc = &mut acc[t][h];
+                *acc = S::add_f(*acc, S::mul_f(S::mul_f(a, dx), S::to_f(isum[t])));
+                let acc_min = &mut acc_min[t][h];
                 match l.mins {
                     Mins::None => {}
                     Mins::Sum => {
                         // ggml's Q8_1 `s`, f16-rounded: llama.cpp's numbers.
                         let sx = unsafe { *p.s.as_ptr().add((t0 + t) * scales_per_row + s) };
-                        acc_min[t] = S::add_f(acc_min[t], S::mul_f(b, S::splat_f(sx)));
+                        *acc_min = S::add_f(*acc_min, S::mul_f(b, S::splat_f(sx)));
                     }
                     Mins::Groups => {
                         let m = S::mul_f(S::mul_f(b, dx), S::to_f(msum[t]));
-                        acc_min[t] = S::sub_f(acc_min[t], m);
+                        *acc_min = S::sub_f(*acc_min, m);
                     }
                 }
             }
         }
-        let first = tile * TILE + lanes;
+    }
+    for h in 0..halves {
+        let first = tile * TILE + h * S::LANES;
         let n = p.rows.saturating_sub(first).min(S::LANES);
-        if n > 0 {
-            for (t, (acc, acc_min)) in acc.iter().zip(&acc_min).enumerate() {
-                let at = (t0 + t - p.tokens.start) * p.stride + first - p.tiles.start * TILE;
-                let total = match l.mins {
-                    Mins::None => *acc,
-                    _ => S::add_f(*acc, *acc_min),
-                };
-                // SAFETY: the output holds row `first + n − 1` of every token.
-                unsafe { S::store_f(p.out.add(at), total, n, p.add) };
-            }
+        if n == 0 {
+            continue;
+        }
+        for (t, (acc, acc_min)) in acc.iter().zip(&acc_min).enumerate() {
+            let at = (t0 + t - p.tokens.start) * p.stride + first - p.tiles.start * TILE;
+            let total = match l.mins {
+                Mins::None => acc[h],
+                _ => S::add_f(acc[h], acc_min[h]),
+            };
+            // SAFETY: the output holds row `first + n − 1` of every token.
+            unsafe { S::store_f(p.out.add(at), total, n, p.add) };
         }
     }
 }

@@ -180,38 +180,47 @@ impl Linear {
         pass: Pass,
         isa: Isa,
     ) -> Result<()> {
-        let n = input.values.len() / self.cols;
-        match (&*self.weights, &self.reference) {
-            (_, Some(reference)) if pass == Pass::Prompt => {
-                ops::matmul(
-                    input.values,
-                    n,
-                    self.cols,
-                    reference,
-                    self.rows,
-                    out,
-                    accumulate,
-                );
-            }
-            (Matrix::Packed(packed), _) => {
-                let x = input.quantized(packed.format().scheme(), self.cols, isa)?;
-                kb_kernels::multiply(isa, packed, x, out, accumulate)?;
-            }
-            (Matrix::Dense(dense), _) => {
-                ops::matmul_exact(
-                    input.values,
-                    n,
-                    self.cols,
-                    dense,
-                    self.rows,
-                    out,
-                    accumulate,
-                );
+        Linear::forward_many(&mut [(self, out, accumulate)], input, pass, isa)
+    }
+
+    /// Several matrices applied to the same input (`(matrix, output,
+    /// accumulate)` each), the packed ones in one parallel pass.
+    pub(crate) fn forward_many(
+        jobs: &mut [(&Linear, &mut [f32], bool)],
+        input: &Input<'_>,
+        pass: Pass,
+        isa: Isa,
+    ) -> Result<()> {
+        let mut products = Vec::with_capacity(jobs.len());
+        for (linear, out, accumulate) in jobs.iter_mut() {
+            let n = input.values.len() / linear.cols;
+            match (&*linear.weights, &linear.reference) {
+                (_, Some(reference)) if pass == Pass::Prompt => {
+                    let (rows, cols) = (linear.rows, linear.cols);
+                    ops::matmul(input.values, n, cols, reference, rows, out, *accumulate);
+                }
+                (Matrix::Packed(packed), _) => {
+                    let x = input.quantized(packed.format().scheme(), linear.cols, isa)?;
+                    products.push(kb_kernels::Product {
+                        w: packed,
+                        x,
+                        out,
+                        add: *accumulate,
+                    });
+                }
+                (Matrix::Dense(dense), _) => {
+                    let (rows, cols) = (linear.rows, linear.cols);
+                    ops::matmul_exact(input.values, n, cols, dense, rows, out, *accumulate);
+                }
             }
         }
-        if let Some(bias) = &self.bias {
-            for row in out.chunks_exact_mut(self.rows) {
-                ops::axpy(1.0, bias, row);
+        kb_kernels::multiply_many(isa, &mut products)?;
+        drop(products);
+        for (linear, out, _) in jobs.iter_mut() {
+            if let Some(bias) = &linear.bias {
+                for row in out.chunks_exact_mut(linear.rows) {
+                    ops::axpy(1.0, bias, row);
+                }
             }
         }
         Ok(())
@@ -512,9 +521,16 @@ impl Attention<'_> {
         let (qd, kvd) = (config.q_dim(), config.kv_dim());
         let (mut q, mut k, mut v) = (vec![0f32; n * qd], vec![0f32; n * kvd], vec![0f32; n * kvd]);
         let input = Input::new(normed);
-        self.q.forward(&input, &mut q, false, pass, isa)?;
-        self.k.forward(&input, &mut k, false, pass, isa)?;
-        self.v.forward(&input, &mut v, false, pass, isa)?;
+        Linear::forward_many(
+            &mut [
+                (self.q, &mut q, false),
+                (self.k, &mut k, false),
+                (self.v, &mut v, false),
+            ],
+            &input,
+            pass,
+            isa,
+        )?;
         if let Some(norm) = self.q_norm {
             ops::rms_norm_in_place(&mut q, norm, config.eps);
         }

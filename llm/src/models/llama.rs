@@ -146,8 +146,12 @@ impl Model {
 
             ops::rms_norm(&x, &layer.ffn_norm, c.eps, &mut normed);
             let input = Input::new(&normed);
-            layer.gate.forward(&input, &mut gate, false, pass, isa)?;
-            layer.up.forward(&input, &mut up, false, pass, isa)?;
+            Linear::forward_many(
+                &mut [(&layer.gate, &mut gate, false), (&layer.up, &mut up, false)],
+                &input,
+                pass,
+                isa,
+            )?;
             ops::par_swiglu(&mut gate, &up);
             layer
                 .down
