@@ -297,8 +297,16 @@ impl Rotary {
     }
 }
 
+/// Elements below which an element-wise pass runs on the calling thread:
+/// waking the pool costs more than it saves (one decoded token's
+/// feed-forward, say).
+const PARALLEL_ELEMENTS: usize = 1 << 15;
+
 /// [`swiglu`] over the thread pool.
 pub(crate) fn par_swiglu(gate: &mut [f32], up: &[f32]) {
+    if gate.len() < PARALLEL_ELEMENTS {
+        return swiglu(gate, up);
+    }
     gate.par_chunks_mut(4096)
         .zip(up.par_chunks(4096))
         .for_each(|(g, u)| swiglu(g, u));
@@ -309,21 +317,25 @@ pub(crate) fn par_swiglu(gate: &mut [f32], up: &[f32]) {
 /// or the value itself), as ggml computes it.
 pub(crate) fn par_geglu(gate: &mut [f32], up: &[f32]) {
     let table = gelu_table();
+    let geglu = |g: &mut [f32], u: &[f32]| {
+        for (g, u) in g.iter_mut().zip(u) {
+            let v = *g;
+            *g = if v <= -10.0 {
+                0.0
+            } else if v >= 10.0 {
+                v * u
+            } else {
+                let bits = half::f16::from_f32(v).to_bits();
+                half::f16::from_bits(table[bits as usize]).to_f32() * u
+            };
+        }
+    };
+    if gate.len() < PARALLEL_ELEMENTS {
+        return geglu(gate, up);
+    }
     gate.par_chunks_mut(4096)
         .zip(up.par_chunks(4096))
-        .for_each(|(g, u)| {
-            for (g, u) in g.iter_mut().zip(u) {
-                let v = *g;
-                *g = if v <= -10.0 {
-                    0.0
-                } else if v >= 10.0 {
-                    v * u
-                } else {
-                    let bits = half::f16::from_f32(v).to_bits();
-                    half::f16::from_bits(table[bits as usize]).to_f32() * u
-                };
-            }
-        });
+        .for_each(|(g, u)| geglu(g, u));
 }
 
 /// GELU (tanh approximation) of every f16, rounded to f16, as bits.

@@ -1,6 +1,8 @@
 //! [`CpuModel`]: a model of any architecture the CPU engine runs, with the
 //! thread pool its kernels run on.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use kb_kernels::Isa;
 
 use super::config::{Arch, Config};
@@ -83,9 +85,40 @@ impl CpuModel {
         cache: &mut Cache,
         pass: Pass,
     ) -> Result<Vec<f32>> {
-        self.pool.install(|| match &self.weights {
-            Weights::Llama(m) => m.forward(tokens, cache, pass),
-            Weights::Gemma3(m) => m.forward(tokens, cache, pass),
+        self.pool.install(|| {
+            // A forward pass is dozens of short parallel steps per layer. The
+            // other threads stay on call for it, picking up each step's tasks
+            // at once instead of sleeping between steps and being woken for
+            // every one (which, for a decoded token, costs about as long as a
+            // step's work).
+            let done = AtomicBool::new(false);
+            rayon::scope(|scope| {
+                for _ in 1..self.threads {
+                    scope.spawn(|_| stay_on_call(&done));
+                }
+                let result = match &self.weights {
+                    Weights::Llama(m) => m.forward(tokens, cache, pass),
+                    Weights::Gemma3(m) => m.forward(tokens, cache, pass),
+                };
+                done.store(true, Ordering::Release);
+                result
+            })
         })
+    }
+}
+
+/// Runs the pool's pending tasks until `done`, spinning briefly when there
+/// are none and then yielding the processor to anything else that wants it.
+fn stay_on_call(done: &AtomicBool) {
+    let mut idle = 0u32;
+    while !done.load(Ordering::Acquire) {
+        if rayon::yield_now() == Some(rayon::Yield::Executed) {
+            idle = 0;
+        } else if idle < 2_000 {
+            idle += 1;
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
     }
 }
