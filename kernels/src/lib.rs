@@ -18,7 +18,9 @@
 //!   [`multiply_many`] runs several in one pass.
 //! - [`Isa`]: the kernel families (AVX-512 VNNI, AVX2, plain Rust) and the
 //!   `KB_KERNELS` switch that forces one.
-//! - [`math`]: a fast exponential and maximum for softmax and friends.
+//! - [`math`]: a fast exponential and maximum for softmax and friends;
+//!   [`dense`]: the f32 matrix product, dot product and AVX2 dispatch
+//!   ([`with_avx2_fma!`]) beside the integer ones.
 //!
 //! # Example
 //!
@@ -49,6 +51,7 @@
 
 mod acts;
 mod buffer;
+pub mod dense;
 mod error;
 mod formats;
 mod isa;

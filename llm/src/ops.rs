@@ -1,35 +1,13 @@
 //! The f32 building blocks of a transformer layer: matrix products through
-//! the `gemm` crate, RMS norm, rotary embeddings, SwiGLU, softmax.
+//! kb-kernels' `dense` module, RMS norm, rotary embeddings, SwiGLU, softmax.
 
-use gemm::{Parallelism, gemm};
+use kb_kernels::dense::{self, dot, dot_inlined};
 use kb_kernels::math::{self, fast_exp};
+use kb_kernels::with_avx2_fma;
 use rayon::prelude::*;
 
-/// The body of a function that calls `$generic` (an `#[inline(always)]`
-/// function taking the same arguments) compiled for AVX2+FMA when the
-/// processor has them, otherwise for the baseline target. The arithmetic is
-/// the same either way; only the instructions differ.
-macro_rules! with_simd {
-    ($generic:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx2,fma")]
-            fn fast($($arg: $ty),*) $(-> $ret)? {
-                $generic($($arg),*)
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                // SAFETY: the features `fast` was compiled for are present.
-                return unsafe { fast($($arg),*) };
-            }
-        }
-        $generic($($arg),*)
-    }};
-}
-
 /// `out (n × m) = input (n × k) · weightᵀ (weight is m × k)`, or added to
-/// `out` when `accumulate`.
+/// `out` when `accumulate`; large products spread over the threads.
 pub(crate) fn matmul(
     input: &[f32],
     n: usize,
@@ -39,66 +17,16 @@ pub(crate) fn matmul(
     out: &mut [f32],
     accumulate: bool,
 ) {
-    let threads = rayon::current_num_threads();
-    assert_eq!(input.len(), n * k, "matmul input shape");
-    assert_eq!(weight.len(), m * k, "matmul weight shape");
-    assert_eq!(out.len(), n * m, "matmul output shape");
-    let parallelism = if threads > 1 && n * m * k >= 1 << 18 {
-        Parallelism::Rayon(threads)
-    } else {
-        Parallelism::None
-    };
-    // SAFETY: the three buffers have the asserted shapes; `input` and `out`
-    // are row-major, `weight` is read transposed through its strides.
-    unsafe {
-        gemm(
-            n,
-            m,
-            k,
-            out.as_mut_ptr(),
-            1,
-            m as isize,
-            accumulate,
-            input.as_ptr(),
-            1,
-            k as isize,
-            weight.as_ptr(),
-            k as isize,
-            1,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
-}
-
-/// A dot product with 16 independent fused multiply-add accumulators.
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    with_simd!(dot_generic(a: &[f32], b: &[f32]) -> f32)
-}
-
-#[inline(always)]
-fn dot_generic(a: &[f32], b: &[f32]) -> f32 {
-    let (a16, a_tail) = a.as_chunks::<16>();
-    let (b16, b_tail) = b.as_chunks::<16>();
-    let mut acc = [0f32; 16];
-    for (x, y) in a16.iter().zip(b16) {
-        for l in 0..16 {
-            acc[l] = x[l].mul_add(y[l], acc[l]);
-        }
-    }
-    let mut tail = 0f32;
-    for (x, y) in a_tail.iter().zip(b_tail) {
-        tail = x.mul_add(*y, tail);
-    }
-    let mut sum = 0f32;
-    for v in acc {
-        sum += v;
-    }
-    sum + tail
+    dense::matmul(
+        input,
+        n,
+        k,
+        weight,
+        m,
+        out,
+        accumulate,
+        n * m * k >= 1 << 18,
+    );
 }
 
 /// `scores[j] = dot(query, key j) · scale` for the keys found at `offset`
@@ -112,7 +40,7 @@ pub(crate) fn attention_scores(
     scale: f32,
     scores: &mut [f32],
 ) {
-    with_simd!(attention_scores_generic(
+    with_avx2_fma!(attention_scores_generic(
         query: &[f32],
         keys: &[f32],
         stride: usize,
@@ -134,7 +62,7 @@ fn attention_scores_generic(
     let hd = query.len();
     for (j, s) in scores.iter_mut().enumerate() {
         let start = j * stride + offset;
-        *s = dot_generic(query, &keys[start..start + hd]) * scale;
+        *s = dot_inlined(query, &keys[start..start + hd]) * scale;
     }
 }
 
@@ -147,7 +75,7 @@ pub(crate) fn weighted_sum(
     offset: usize,
     out: &mut [f32],
 ) {
-    with_simd!(weighted_sum_generic(
+    with_avx2_fma!(weighted_sum_generic(
         p: &[f32],
         values: &[f32],
         stride: usize,
@@ -176,7 +104,7 @@ pub(crate) const DOT_ROWS: usize = 8;
 /// `i` of vector `r`), so each of `dot`'s 16 lanes becomes one SIMD register
 /// across the rows, and the final lane sum keeps `dot`'s order.
 pub(crate) fn dot8(at: &[f32], b: &[f32]) -> [f32; DOT_ROWS] {
-    with_simd!(dot8_generic(at: &[f32], b: &[f32]) -> [f32; DOT_ROWS])
+    with_avx2_fma!(dot8_generic(at: &[f32], b: &[f32]) -> [f32; DOT_ROWS])
 }
 
 #[inline(always)]
@@ -390,7 +318,7 @@ pub(crate) fn matmul_exact(
 
 /// `gate = silu(gate) · up`, in place.
 pub(crate) fn swiglu(gate: &mut [f32], up: &[f32]) {
-    with_simd!(swiglu_generic(gate: &mut [f32], up: &[f32]))
+    with_avx2_fma!(swiglu_generic(gate: &mut [f32], up: &[f32]))
 }
 
 #[inline(always)]
@@ -402,7 +330,7 @@ fn swiglu_generic(gate: &mut [f32], up: &[f32]) {
 
 /// Softmax in place.
 pub(crate) fn softmax(row: &mut [f32]) {
-    with_simd!(softmax_generic(row: &mut [f32]))
+    with_avx2_fma!(softmax_generic(row: &mut [f32]))
 }
 
 /// Softmax with the numbers of the plain loop (its sum runs left to right,

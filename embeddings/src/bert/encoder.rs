@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 
 use gemm::{Parallelism, gemm};
+use kb_kernels::dense::{self, DisjointWrites, dot};
 use kb_kernels::math::{self, fast_exp};
+use kb_kernels::with_avx2_fma;
 use kb_kernels::{Activations, Format, Isa, PackedMatrix};
 use rayon::prelude::*;
 
@@ -462,7 +464,7 @@ impl Encoder {
             .windows(2)
             .flat_map(|w| (0..heads).map(move |head| (w[0], w[1] - w[0], head)))
             .collect();
-        let out_ptr = SyncPtr(out.as_mut_ptr());
+        let shared = DisjointWrites::new(out);
         tasks
             .par_iter()
             .for_each_init(Vec::new, |scores: &mut Vec<f32>, &(start, len, head)| {
@@ -503,7 +505,7 @@ impl Encoder {
                 // SAFETY: each task writes its own sequence rows × head columns of
                 // `out`, disjoint from every other task's; `v` and `scores` as above.
                 unsafe {
-                    let dst = out_ptr.get().add(start * h + head * d);
+                    let dst = shared.ptr(start * h + head * d);
                     gemm(
                         len,
                         d,
@@ -527,19 +529,6 @@ impl Encoder {
                     );
                 }
             });
-    }
-}
-
-/// A raw pointer that tasks writing disjoint regions may share.
-#[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
-// SAFETY: only used for disjoint writes, see `Encoder::attention`.
-unsafe impl Send for SyncPtr {}
-unsafe impl Sync for SyncPtr {}
-
-impl SyncPtr {
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 
@@ -580,37 +569,16 @@ fn linear(
         return Ok(());
     }
     // Splitting a short input over threads costs more than it saves.
-    let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 && tokens >= 32 {
-        Parallelism::Rayon(threads)
-    } else {
-        Parallelism::None
-    };
-    // SAFETY: `input` is tokens × k, the weight n × k (read transposed through
-    // its strides), `out` tokens × n; all row-major and in bounds.
-    unsafe {
-        gemm(
-            tokens,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            true,
-            input.as_ptr(),
-            1,
-            k as isize,
-            layer.weight.data.as_ptr(),
-            k as isize,
-            1,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
+    dense::matmul(
+        input,
+        tokens,
+        k,
+        &layer.weight.data,
+        n,
+        out,
+        true,
+        tokens >= 32,
+    );
     Ok(())
 }
 
@@ -737,38 +705,9 @@ fn skinny_block_avx2(input: &[f32], tokens: usize, k: usize, rows: &[f32], parti
     }
 }
 
-/// A dot product with 16 independent accumulators, so that it vectorises.
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let (a16, a_tail) = a.as_chunks::<16>();
-    let (b16, b_tail) = b.as_chunks::<16>();
-    let mut acc = [0f32; 16];
-    for (x, y) in a16.iter().zip(b16) {
-        for l in 0..16 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let tail: f32 = a_tail.iter().zip(b_tail).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
-}
-
 fn layer_norm(x: &mut [f32], width: usize, norm: &Norm, eps: f32) {
-    x.par_chunks_mut(width).for_each(|row| {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the features `layer_norm_row_avx2` was compiled for are present.
-            unsafe { layer_norm_row_avx2(row, norm, eps) };
-            return;
-        }
-        layer_norm_row(row, norm, eps);
-    });
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn layer_norm_row_avx2(row: &mut [f32], norm: &Norm, eps: f32) {
-    layer_norm_row(row, norm, eps)
+    x.par_chunks_mut(width)
+        .for_each(|row| with_avx2_fma!(layer_norm_row(row: &mut [f32], norm: &Norm, eps: f32)));
 }
 
 #[inline(always)]
@@ -798,34 +737,8 @@ fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     sums.iter().sum::<f32>() + tail
 }
 
-/// Runs `$body` (a function of a mutable f32 slice) compiled for AVX2+FMA
-/// when the processor has them, otherwise for the baseline target.
-macro_rules! with_simd {
-    ($body:ident, $data:expr) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx2,fma")]
-            fn fast(data: &mut [f32]) {
-                $body(data)
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                // SAFETY: the features `fast` was compiled for are present.
-                unsafe { fast($data) }
-            } else {
-                $body($data)
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            $body($data)
-        }
-    }};
-}
-
 fn softmax(row: &mut [f32]) {
-    with_simd!(softmax_generic, row)
+    with_avx2_fma!(softmax_generic(row: &mut [f32]))
 }
 
 /// Lanes of the running sums in [`lane_sum`] and [`softmax_generic`].
@@ -856,7 +769,7 @@ fn softmax_generic(row: &mut [f32]) {
 /// GELU in its exact erf form, `x/2 · (1 + erf(x/√2))`, in place.
 fn gelu(x: &mut [f32]) {
     x.par_chunks_mut(4096)
-        .for_each(|chunk| with_simd!(gelu_generic, chunk));
+        .for_each(|chunk| with_avx2_fma!(gelu_generic(chunk: &mut [f32])));
 }
 
 #[inline(always)]

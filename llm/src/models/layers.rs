@@ -6,6 +6,7 @@
 use std::cell::OnceCell;
 use std::sync::Arc;
 
+use kb_kernels::dense::DisjointWrites;
 use kb_kernels::{Activations, Format, Isa, PackedMatrix, Scheme};
 use rayon::prelude::*;
 
@@ -346,7 +347,7 @@ pub(crate) fn attention(
     }
     const ROWS: usize = 32;
     let blocks = n.div_ceil(ROWS);
-    let out_ptr = SyncPtr(out.as_mut_ptr());
+    let shared = DisjointWrites::new(out);
     (0..heads * blocks).into_par_iter().for_each_init(
         || (Vec::new(), Vec::new()),
         |(scores, transposed): &mut (Vec<f32>, Vec<f32>), task| {
@@ -386,30 +387,11 @@ pub(crate) fn attention(
                 ops::softmax(row);
                 // SAFETY: each task writes only the `hd` values of its own
                 // head in its own rows; tasks never overlap.
-                let o = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        out_ptr.get().add((first + r) * qd + head * hd),
-                        hd,
-                    )
-                };
+                let o = unsafe { shared.slice((first + r) * qd + head * hd, hd) };
                 ops::weighted_sum(row, &values[lo * kvd..], kvd, kv_head * hd, o);
             }
         },
     );
-}
-
-/// A raw pointer shared by tasks that write disjoint parts of one buffer.
-#[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
-
-// SAFETY: the tasks sharing it write disjoint elements (see its uses).
-unsafe impl Send for SyncPtr {}
-unsafe impl Sync for SyncPtr {}
-
-impl SyncPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// Reads an f32 vector of `len` values.
