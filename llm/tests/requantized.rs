@@ -17,8 +17,8 @@ use std::sync::{Mutex, OnceLock};
 
 use kb_core::GenerateOptions;
 use kb_core::models::{DEFAULT_LLM, ModelCache, kb_home};
-use kb_llm::{GgufModel, Isa, LoadOptions};
-use reference::{Margins, Step, same_until_noise, teacher_forced};
+use kb_llm::{GgufModel, LoadOptions};
+use reference::{Margins, Step, same_bits_on_every_family, same_until_noise, teacher_forced};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -219,24 +219,9 @@ fn every_kernel_family_gives_the_same_numbers() {
         return;
     };
     let case = &fixture().files["Q4_K_M"].cases[0];
-    let run = |isa: Isa| {
-        let model = load(&path, LoadOptions::default().kernels(isa));
-        let mut session = model.session();
-        let mut all = model
-            .logits(&mut session, &case.prompt_ids)
-            .expect("prompt");
-        for &token in &case.greedy_ids[..3] {
-            all.extend(model.decode_step(&mut session, token).expect("decode"));
-        }
-        all
-    };
-    let reference = run(Isa::Scalar);
-    for isa in Isa::supported() {
-        let ours = run(isa);
-        let same = ours
-            .iter()
-            .zip(&reference)
-            .all(|(a, b)| a.to_bits() == b.to_bits());
-        assert!(same, "{isa} gives other logits than the scalar kernels");
-    }
+    same_bits_on_every_family(
+        |isa| load(&path, LoadOptions::default().kernels(isa)),
+        &case.prompt_ids,
+        &case.greedy_ids[..3],
+    );
 }

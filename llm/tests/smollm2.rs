@@ -10,7 +10,7 @@ use futures::StreamExt;
 use kb_core::models::{DEFAULT_LLM, ModelCache};
 use kb_core::{ChatEvent, ChatModel, FinishReason, GenerateOptions, Message, Role};
 use kb_llm::{GgufModel, Isa, LlmError, LoadOptions, LocalLlm, argmax};
-use reference::{Margins, Step, same_until_noise, teacher_forced};
+use reference::{Margins, Step, same_bits_on_every_family, same_until_noise, teacher_forced};
 use serde::Deserialize;
 
 mod reference;
@@ -642,29 +642,15 @@ fn teacher_forced_margins_track_llamacpp() {
 #[test]
 fn every_kernel_family_gives_the_same_numbers() {
     let case = &fixture().cases[2];
-    let run = |isa: Isa| {
-        let model = GgufModel::load(
-            &model_path(),
-            &LoadOptions::default().threads(2).kernels(isa),
-        )
-        .expect("load SmolLM2");
-        assert_eq!(model.kernels(), Some(isa));
-        let mut session = model.session();
-        let mut all = model
-            .logits(&mut session, &case.prompt_ids)
-            .expect("prompt");
-        for &token in &case.generated_ids[..4] {
-            all.extend(model.decode_step(&mut session, token).expect("decode"));
-        }
-        all
-    };
-    let reference = run(Isa::Scalar);
-    for isa in Isa::supported() {
-        let ours = run(isa);
-        let same = ours
-            .iter()
-            .zip(&reference)
-            .all(|(a, b)| a.to_bits() == b.to_bits());
-        assert!(same, "{isa} gives other logits than the scalar kernels");
-    }
+    same_bits_on_every_family(
+        |isa| {
+            GgufModel::load(
+                &model_path(),
+                &LoadOptions::default().threads(2).kernels(isa),
+            )
+            .expect("load SmolLM2")
+        },
+        &case.prompt_ids,
+        &case.generated_ids[..4],
+    );
 }

@@ -18,7 +18,7 @@
 
 #![allow(dead_code)]
 
-use kb_llm::GgufModel;
+use kb_llm::{GgufModel, Isa};
 
 /// A margin below this (in log-probability) is within the noise between
 /// two correct 8-bit engines.
@@ -165,6 +165,36 @@ pub(crate) fn teacher_forced(
         logits = model.decode_step(&mut session, token).expect("decode");
     }
     (margins, first)
+}
+
+/// Loads the model with each kernel family this processor has (through
+/// `load`), runs `prompt` and decodes `then` token by token, and asserts
+/// that every family gives the scalar kernels' logits, bit for bit.
+pub(crate) fn same_bits_on_every_family(
+    load: impl Fn(Isa) -> GgufModel,
+    prompt: &[u32],
+    then: &[u32],
+) {
+    let run = |isa: Isa| {
+        let model = load(isa);
+        assert_eq!(model.kernels(), Some(isa));
+        let mut session = model.session();
+        let mut all = model.logits(&mut session, prompt).expect("prompt");
+        for &token in then {
+            all.extend(model.decode_step(&mut session, token).expect("decode"));
+        }
+        all
+    };
+    let reference = run(Isa::Scalar);
+    for isa in Isa::supported() {
+        let ours = run(isa);
+        let same = ours.len() == reference.len()
+            && ours
+                .iter()
+                .zip(&reference)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "{isa} gives other logits than the scalar kernels");
+    }
 }
 
 pub(crate) fn log_softmax(logits: &[f32]) -> Vec<f32> {
