@@ -1,5 +1,5 @@
-//! [`DeviceModel`]: the Llama family (Llama, Mistral, Qwen 2, Qwen 3) written
-//! with candle's tensors, for a device kb's own CPU kernels do not reach: a
+//! [`DeviceModel`]: the Llama family (Llama, Mistral, Qwen 2, Qwen 3) and
+//! Gemma 3 written with candle's tensors, for a device kb's own CPU kernels do not reach: a
 //! CUDA GPU, with the `cuda` feature. The same code runs on candle's CPU
 //! device, which is how the tests check it against llama.cpp's greedy ids on
 //! machines without a GPU.
@@ -25,6 +25,8 @@ pub(crate) struct DeviceModel {
     output: QMatMul,
     /// Rotary frequencies, `1 × rotated/2`.
     freqs: Tensor,
+    /// Those of the layers with a sliding window (Gemma 3's local layers).
+    local_freqs: Option<Tensor>,
     rotated: usize,
     size: usize,
 }
@@ -41,6 +43,9 @@ struct Layer {
     gate: Linear,
     up: Linear,
     down: Linear,
+    /// Gemma 3's norms of the attention's and the feed-forward's outputs.
+    post_attention_norm: Option<Tensor>,
+    post_ffn_norm: Option<Tensor>,
 }
 
 struct Linear {
@@ -111,11 +116,6 @@ impl DeviceModel {
     /// dequantized to f32 (more memory, f32 arithmetic throughout).
     pub(crate) fn load(gguf: &mut GgufFile, device: &Device, dense: bool) -> Result<Self> {
         let config = Config::from_gguf(gguf)?;
-        if config.arch == Arch::Gemma3 {
-            return Err(LlmError::Device(
-                "Gemma 3 runs on the CPU backend only for now (KB_DEVICE=cpu)".into(),
-            ));
-        }
         let mut size = 0usize;
         let mut quantized = |gguf: &mut GgufFile, name: &str| -> Result<QTensor> {
             let t = gguf.qtensor_on(name, device)?;
@@ -144,6 +144,8 @@ impl DeviceModel {
             let ffn_norm = vector(gguf, "ffn_norm.weight")?;
             let q_norm = vector(gguf, "attn_q_norm.weight")?;
             let k_norm = vector(gguf, "attn_k_norm.weight")?;
+            let post_attention_norm = vector(gguf, "post_attention_norm.weight")?;
+            let post_ffn_norm = vector(gguf, "post_ffw_norm.weight")?;
             let mut linear = |gguf: &mut GgufFile, t: &str| -> Result<Linear> {
                 let weight = matmul(quantized(gguf, &name(&format!("{t}.weight")))?)?;
                 let bias_name = name(&format!("{t}.bias"));
@@ -173,6 +175,8 @@ impl DeviceModel {
                 gate: linear(gguf, "ffn_gate")?,
                 up: linear(gguf, "ffn_up")?,
                 down: linear(gguf, "ffn_down")?,
+                post_attention_norm,
+                post_ffn_norm,
             });
         }
         let embeddings = quantized(gguf, "token_embd.weight")?;
@@ -189,6 +193,9 @@ impl DeviceModel {
             .to_dtype(DType::F32)?;
         let rotated = config.freqs.len() * 2;
         let freqs = Tensor::from_vec(config.freqs.clone(), (1, rotated / 2), device)?;
+        let local_freqs = (!config.local_freqs.is_empty())
+            .then(|| Tensor::from_vec(config.local_freqs.clone(), (1, rotated / 2), device))
+            .transpose()?;
         Ok(DeviceModel {
             config,
             device: device.clone(),
@@ -197,6 +204,7 @@ impl DeviceModel {
             output_norm,
             output,
             freqs,
+            local_freqs,
             rotated,
             size,
         })
@@ -223,17 +231,39 @@ impl DeviceModel {
         let start = cache.len;
         let (heads, kv_heads, head_dim) = (c.heads, c.kv_heads, c.head_dim);
         let ids = Tensor::new(tokens, &self.device)?;
+        let gemma = c.arch == Arch::Gemma3;
         let mut x = self.embeddings.embedding(&ids)?.to_dtype(DType::F32)?;
+        if gemma {
+            x = (x * (c.hidden as f64).sqrt())?;
+        }
         let positions: Vec<f32> = (start..start + n).map(|p| p as f32).collect();
-        let angles =
-            Tensor::from_vec(positions, (n, 1), &self.device)?.broadcast_mul(&self.freqs)?;
-        let (cos, sin) = (angles.cos()?, angles.sin()?);
-        let mask = (n > 1)
-            .then(|| causal_mask(n, start, &self.device))
-            .transpose()?;
-        let scale = 1.0 / (head_dim as f64).sqrt();
+        let positions = Tensor::from_vec(positions, (n, 1), &self.device)?;
+        let angles = |freqs: &Tensor| -> candle_core::Result<(Tensor, Tensor)> {
+            let angles = positions.broadcast_mul(freqs)?;
+            Ok((angles.cos()?, angles.sin()?))
+        };
+        let global = angles(&self.freqs)?;
+        let local = self.local_freqs.as_ref().map(angles).transpose()?;
+        // One mask per window size: every position before each query for
+        // the global layers, the last `window` for the local ones.
+        let mut masks: Vec<(Option<usize>, Option<Tensor>)> = Vec::new();
+        for &window in &c.windows {
+            if !masks.iter().any(|(w, _)| *w == window) {
+                let mask = causal_mask(n, start, window, &self.device)?;
+                masks.push((window, mask));
+            }
+        }
+        let scale = c.attention_scale as f64;
 
-        for (layer, slot) in self.layers.iter().zip(&mut cache.layers) {
+        for ((layer, slot), &window) in self.layers.iter().zip(&mut cache.layers).zip(&c.windows) {
+            let (cos, sin) = match (&local, window) {
+                (Some(local), Some(_)) => (&local.0, &local.1),
+                _ => (&global.0, &global.1),
+            };
+            let mask = masks
+                .iter()
+                .find(|(w, _)| *w == window)
+                .and_then(|(_, m)| m.as_ref());
             let normed = candle_nn::ops::rms_norm(&x, &layer.attn_norm, c.eps)?;
             let heads_of = |t: Tensor, count: usize| -> candle_core::Result<Tensor> {
                 t.reshape((1, n, count, head_dim))?
@@ -249,8 +279,8 @@ impl DeviceModel {
             if let Some(w) = &layer.k_norm {
                 k = candle_nn::ops::rms_norm(&k, w, c.eps)?;
             }
-            let q = self.rotate(&q, &cos, &sin)?;
-            let k = self.rotate(&k, &cos, &sin)?;
+            let q = self.rotate(&q, cos, sin)?;
+            let k = self.rotate(&k, cos, sin)?;
             let (k, v) = match slot.take() {
                 Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
                 None => (k, v),
@@ -269,7 +299,7 @@ impl DeviceModel {
             };
             let (k, v) = (shared(&k)?, shared(&v)?);
             let mut scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
-            if let Some(mask) = &mask {
+            if let Some(mask) = mask {
                 scores = scores.broadcast_add(mask)?;
             }
             let probs = candle_nn::ops::softmax_last_dim(&scores)?;
@@ -277,10 +307,20 @@ impl DeviceModel {
                 .matmul(&v.contiguous()?)?
                 .transpose(1, 2)?
                 .reshape((n, heads * head_dim))?;
-            x = (x + layer.o.forward(&attended)?)?;
+            let mut attended = layer.o.forward(&attended)?;
+            if let Some(w) = &layer.post_attention_norm {
+                attended = candle_nn::ops::rms_norm(&attended, w, c.eps)?;
+            }
+            x = (x + attended)?;
             let normed = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, c.eps)?;
-            let gated = (layer.gate.forward(&normed)?.silu()? * layer.up.forward(&normed)?)?;
-            x = (x + layer.down.forward(&gated)?)?;
+            let gate = layer.gate.forward(&normed)?;
+            // Gemma: GELU (tanh approximation); the Llama family: SiLU.
+            let gate = if gemma { gate.gelu()? } else { gate.silu()? };
+            let mut out = layer.down.forward(&(gate * layer.up.forward(&normed)?)?)?;
+            if let Some(w) = &layer.post_ffn_norm {
+                out = candle_nn::ops::rms_norm(&out, w, c.eps)?;
+            }
+            x = (x + out)?;
         }
         cache.len = start + n;
         let last = x.narrow(0, n - 1, 1)?;
@@ -317,13 +357,26 @@ impl DeviceModel {
 }
 
 /// `n × (start + n)`: 0 where query `i` (at position `start + i`) may see
-/// key `j`, −∞ where `j` is later.
-fn causal_mask(n: usize, start: usize, device: &Device) -> candle_core::Result<Tensor> {
+/// key `j` — `j` not later, and within the last `window` positions when
+/// there is one — and −∞ elsewhere; `None` where a query sees every key (one
+/// query, no window cutting it off).
+fn causal_mask(
+    n: usize,
+    start: usize,
+    window: Option<usize>,
+    device: &Device,
+) -> candle_core::Result<Option<Tensor>> {
     let total = start + n;
+    let cut = window.is_some_and(|w| total > w);
+    if n == 1 && !cut {
+        return Ok(None);
+    }
     let mask: Vec<f32> = (0..n)
         .flat_map(|i| {
+            let position = start + i;
             (0..total).map(move |j| {
-                if j > start + i {
+                let too_old = window.is_some_and(|w| position >= j + w);
+                if j > position || too_old {
                     f32::NEG_INFINITY
                 } else {
                     0.0
@@ -331,5 +384,5 @@ fn causal_mask(n: usize, start: usize, device: &Device) -> candle_core::Result<T
             })
         })
         .collect();
-    Tensor::from_vec(mask, (n, total), device)
+    Tensor::from_vec(mask, (n, total), device).map(Some)
 }

@@ -10,7 +10,9 @@ use std::sync::OnceLock;
 use kb_core::GenerateOptions;
 use kb_core::models::{GEMMA3_270M, ModelCache};
 use kb_llm::{GgufModel, LoadOptions};
-use reference::{Margins, Step, same_bits_on_every_family, same_until_noise, teacher_forced};
+use reference::{
+    Margins, Step, log_softmax, same_bits_on_every_family, same_until_noise, teacher_forced,
+};
 use serde::Deserialize;
 
 mod reference;
@@ -191,4 +193,51 @@ fn conversations_use_gemmas_turns() {
     assert_eq!(ids.iter().filter(|&&t| t == start).count(), 2);
     let end = model.tokenizer().token_id("<end_of_turn>").expect("marker");
     assert!(model.tokenizer().is_end_of_generation(end));
+}
+
+/// The candle path (what runs on a GPU with the `cuda` feature), here on
+/// candle's CPU device with the weights as stored: with llama.cpp's tokens
+/// forced its margins track llama.cpp's as the CPU engine's do, and past the
+/// local layers' 512-token window its next-token scores are the CPU
+/// engine's (a window applied wrongly moves them far).
+#[test]
+fn the_candle_device_path_follows_llamacpp() {
+    let model = GgufModel::load(
+        &model_path(),
+        &LoadOptions::default().backend(kb_llm::Backend::CandleCpu),
+    )
+    .expect("load Gemma 3 on candle's CPU device");
+    let mut margins = Margins::default();
+    for case in &fixture().cases {
+        let (m, _) = teacher_forced(
+            &model,
+            &case.prompt_ids,
+            &case.greedy_ids,
+            &case.steps(),
+            &[],
+        );
+        margins.add(m);
+    }
+    margins.check("Gemma 3 270M on candle", 160);
+
+    let text = fixture().cases[0].prompt.repeat(120);
+    let ids = model.tokenizer().encode_prompt(&text).expect("encode");
+    assert!(ids.len() > 600, "{} tokens", ids.len());
+    let ours = model.logits(&mut model.session(), &ids).expect("candle");
+    let cpu = self::model()
+        .logits(&mut self::model().session(), &ids)
+        .expect("cpu");
+    let (ours, cpu) = (log_softmax(&ours), log_softmax(&cpu));
+    let top = kb_llm::argmax(&cpu);
+    assert_eq!(kb_llm::argmax(&ours), top);
+    let worst = ours
+        .iter()
+        .zip(&cpu)
+        .filter(|(_, c)| **c > -10.0)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst < 1.0,
+        "log-probabilities differ by up to {worst} past the window"
+    );
 }
