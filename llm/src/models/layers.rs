@@ -394,6 +394,19 @@ pub(crate) fn attention(
     );
 }
 
+/// Bytes held by the layers' matrices, the embedding table and the output
+/// layer (which may share the table's weights).
+pub(crate) fn weights_size<'a, const N: usize>(
+    layers: impl Iterator<Item = [&'a Linear; N]>,
+    embeddings: &Matrix,
+    output: &Linear,
+) -> usize {
+    let layers: usize = layers
+        .map(|matrices| matrices.iter().map(|m| m.size()).sum::<usize>())
+        .sum();
+    layers + embeddings.size() + output.size()
+}
+
 /// Reads an f32 vector of `len` values.
 pub(crate) fn vector(gguf: &mut GgufFile, name: &str, len: usize) -> Result<Vec<f32>> {
     let v = gguf.f32_tensor(name)?;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::config::Config;
 use super::layers::{
     Attention, Cache, Holding, Input, Linear, Matrix, Pass, attention, embed, embeddings, logits,
-    optional_vector, vector,
+    optional_vector, vector, weights_size,
 };
 use crate::error::Result;
 use crate::gguf::GgufFile;
@@ -87,17 +87,11 @@ impl Model {
 
     /// Bytes of weights held.
     pub(crate) fn size(&self) -> usize {
-        let layers: usize = self
+        let layers = self
             .layers
             .iter()
-            .map(|l| {
-                [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]
-                    .iter()
-                    .map(|m| m.size())
-                    .sum::<usize>()
-            })
-            .sum();
-        layers + self.embeddings.size() + self.output.size()
+            .map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]);
+        weights_size(layers, &self.embeddings, &self.output)
     }
 
     /// Runs `tokens` (at positions `cache.len()..`) through the model,
