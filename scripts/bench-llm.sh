@@ -36,8 +36,8 @@ cargo build --quiet --locked -p kb-cli
 kb="$CARGO_TARGET_DIR/debug/kb"
 cargo bench --quiet --locked -p kb-llm --bench generate --no-run 2>/dev/null
 bench=$(ls -t "$CARGO_TARGET_DIR"/release/deps/generate-* | grep -v '\.d$' | head -1)
-native=$(scripts/llamacpp.sh)
-avx2=$(scripts/llamacpp.sh --avx2)
+native=$(scripts/llamacpp.sh llama-bench llama-quantize)
+avx2=$(scripts/llamacpp.sh --avx2 llama-bench)
 "$kb" models fetch smollm2-135m-instruct gemma3-270m >&2
 smol=$("$kb" models list --json | python3 -c 'import json,sys; print([m["path"] for m in json.load(sys.stdin) if m["name"]=="smollm2-135m-instruct"][0])')
 gemma=$("$kb" models list --json | python3 -c 'import json,sys; print([m["path"] for m in json.load(sys.stdin) if m["name"]=="gemma3-270m"][0])')
