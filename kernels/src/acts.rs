@@ -2,6 +2,8 @@
 //! for the integer products. The rounding is ggml's, so the integers are
 //! the ones llama.cpp multiplies.
 
+use rayon::prelude::*;
+
 use crate::error::{Error, Result};
 use crate::isa::Isa;
 
@@ -83,20 +85,34 @@ impl Activations {
         self.d.resize(x.len() / block, 0.0);
         self.s.resize(x.len() / block, 0.0);
         self.sums.resize(x.len() / 16, 0);
-        let out = Out {
-            q: &mut self.q,
-            d: &mut self.d,
-            s: &mut self.s,
-            sums: &mut self.sums,
-        };
-        match isa {
+        let scheme = self.scheme;
+        let run = |x: &[f32], out: Out<'_>| match isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 | Isa::Avx512Vnni if Isa::Avx2.is_supported() => {
                 // SAFETY: the processor has the features `quantize_avx2`
                 // is compiled for.
-                unsafe { quantize_avx2(self.scheme, x, out) }
+                unsafe { quantize_avx2(scheme, x, out) }
             }
-            _ => quantize_all(self.scheme, x, out),
+            _ => quantize_all(scheme, x, out),
+        };
+        // Blocks are quantized independently, so a prompt's rows may be
+        // split over the threads without changing a bit.
+        if x.len() < PARALLEL_VALUES || rayon::current_num_threads() == 1 {
+            let out = Out {
+                q: &mut self.q,
+                d: &mut self.d,
+                s: &mut self.s,
+                sums: &mut self.sums,
+            };
+            run(x, out);
+        } else {
+            let chunk = k * (PARALLEL_VALUES / 4).div_ceil(k);
+            x.par_chunks(chunk)
+                .zip(self.q.par_chunks_mut(chunk))
+                .zip(self.d.par_chunks_mut(chunk / block))
+                .zip(self.s.par_chunks_mut(chunk / block))
+                .zip(self.sums.par_chunks_mut(chunk / 16))
+                .for_each(|((((x, q), d), s), sums)| run(x, Out { q, d, s, sums }));
         }
         Ok(())
     }
@@ -138,6 +154,10 @@ impl Activations {
         (&self.q, &self.d, &self.s, &self.sums)
     }
 }
+
+/// Values from which [`Activations::quantize`] spreads the rows over the
+/// threads.
+const PARALLEL_VALUES: usize = 1 << 15;
 
 /// The buffers a quantization fills.
 struct Out<'a> {
@@ -206,6 +226,36 @@ fn quantize_all(scheme: Scheme, x: &[f32], out: Out<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_split_over_threads_give_the_rows_alone() {
+        let (rows, k) = (70, 1024);
+        let x: Vec<f32> = (0..rows * k)
+            .map(|i| ((i * 7919) % 1013) as f32 / 97.0 - 5.0)
+            .collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("pool");
+        for scheme in [Scheme::Q8_0, Scheme::Q8_K] {
+            let mut all = Activations::new(scheme);
+            pool.install(|| all.quantize(&x, k, Isa::best()))
+                .expect("quantize");
+            let mut one = Activations::new(scheme);
+            for (t, row) in x.chunks(k).enumerate() {
+                one.quantize(row, k, Isa::best()).expect("quantize");
+                assert_eq!(all.values(t), one.values(0));
+                let blocks = k / scheme.block();
+                for b in 0..blocks {
+                    assert_eq!(all.block_sum(t, b).to_bits(), one.block_sum(0, b).to_bits());
+                    assert_eq!(
+                        all.value(t, b * scheme.block()),
+                        one.value(0, b * scheme.block())
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn rounds_as_ggml_does() {
