@@ -1,33 +1,10 @@
-//! The f32 building blocks of a transformer layer: matrix products through
-//! kb-kernels' `dense` module, RMS norm, rotary embeddings, SwiGLU, softmax.
+//! The f32 building blocks of a transformer layer beside kb-kernels' matrix
+//! products: attention's dot products, RMS norm, rotary embeddings, SwiGLU, softmax.
 
-use kb_kernels::dense::{self, dot, dot_inlined};
+use kb_kernels::dense::{dot, dot_inlined};
 use kb_kernels::math::{self, fast_exp};
 use kb_kernels::with_avx2_fma;
 use rayon::prelude::*;
-
-/// `out (n × m) = input (n × k) · weightᵀ (weight is m × k)`, or added to
-/// `out` when `accumulate`; large products spread over the threads.
-pub(crate) fn matmul(
-    input: &[f32],
-    n: usize,
-    k: usize,
-    weight: &[f32],
-    m: usize,
-    out: &mut [f32],
-    accumulate: bool,
-) {
-    dense::matmul(
-        input,
-        n,
-        k,
-        weight,
-        m,
-        out,
-        accumulate,
-        n * m * k >= 1 << 18,
-    );
-}
 
 /// `scores[j] = dot(query, key j) · scale` for the keys found at `offset`
 /// in rows of `stride` values: `dot` per key, bit for bit, with the CPU
@@ -399,21 +376,6 @@ mod tests {
                     dot(&rows[r], &b).to_bits(),
                     "len {len} row {r}"
                 );
-            }
-        }
-    }
-
-    #[test]
-    fn matmul_matches_naive() {
-        let (n, k, m) = (3, 5, 4);
-        let input: Vec<f32> = (0..n * k).map(|i| i as f32 * 0.1).collect();
-        let weight: Vec<f32> = (0..m * k).map(|i| 1.0 - i as f32 * 0.05).collect();
-        let mut out = vec![1.0; n * m];
-        matmul(&input, n, k, &weight, m, &mut out, true);
-        for r in 0..n {
-            for c in 0..m {
-                let expected = 1.0 + dot(&input[r * k..(r + 1) * k], &weight[c * k..(c + 1) * k]);
-                assert!((out[r * m + c] - expected).abs() < 1e-5);
             }
         }
     }

@@ -6,7 +6,7 @@
 use std::cell::OnceCell;
 use std::sync::Arc;
 
-use kb_kernels::dense::DisjointWrites;
+use kb_kernels::dense::{self, DisjointWrites};
 use kb_kernels::{Activations, Format, Isa, PackedMatrix, Scheme};
 use rayon::prelude::*;
 
@@ -198,7 +198,18 @@ impl Linear {
             match (&*linear.weights, &linear.reference) {
                 (_, Some(reference)) if pass == Pass::Prompt => {
                     let (rows, cols) = (linear.rows, linear.cols);
-                    ops::matmul(input.values, n, cols, reference, rows, out, *accumulate);
+                    // Large products spread over the threads.
+                    let parallel = n * rows * cols >= 1 << 18;
+                    dense::matmul(
+                        input.values,
+                        n,
+                        cols,
+                        reference,
+                        rows,
+                        out,
+                        *accumulate,
+                        parallel,
+                    );
                 }
                 (Matrix::Packed(packed), _) => {
                     let x = input.quantized(packed.format().scheme(), linear.cols, isa)?;
