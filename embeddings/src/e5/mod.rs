@@ -134,6 +134,13 @@ impl E5Embedder {
 
 local_embedder!(E5Embedder);
 
+/// Tokens per forward pass. Larger batches spread the weights' reads over
+/// more tokens, but past about a thousand the layers' activations (the
+/// feed-forward's alone are 6 KiB a token) fall out of the caches: on the
+/// sample corpus 1,024 ingests in 80% of the time 16,384 takes, and 384 in
+/// 85%.
+const BATCH_TOKENS: usize = 1024;
+
 struct Engine {
     id: String,
     dimension: usize,
@@ -178,7 +185,7 @@ impl Encode for Engine {
         }
         let rows: Vec<&[u32]> = sequences.iter().map(|(_, _, ids)| ids.as_slice()).collect();
         let mut sums = vec![vec![0f32; self.dimension]; texts.len()];
-        for batch in plan_batches(&rows, 64, 16_384) {
+        for batch in plan_batches(&rows, 64, BATCH_TOKENS) {
             let batch_rows: Vec<&[u32]> = batch.iter().map(|&s| rows[s]).collect();
             let means = self.encoder.embed(&batch_rows, Pooling::Mean, false)?;
             for (&s, mean) in batch.iter().zip(means) {

@@ -66,6 +66,11 @@ impl Simd for Avx2 {
     }
 
     #[inline(always)]
+    fn signed(w: Self::B) -> Self::B {
+        w
+    }
+
+    #[inline(always)]
     fn dots_signed(w: &[Self::B], x: &[i32]) -> Self::I {
         unsafe {
             let ones = _mm256_set1_epi16(1);

@@ -56,16 +56,14 @@ impl Simd for Avx512 {
     }
 
     #[inline(always)]
+    fn signed(w: Self::B) -> Self::B {
+        // `q + 128`: unsigned, as `vpdpbusd` reads its first operand.
+        unsafe { _mm512_xor_si512(w, _mm512_set1_epi8(-128)) }
+    }
+
+    #[inline(always)]
     fn dots_signed(w: &[Self::B], x: &[i32]) -> Self::I {
-        unsafe {
-            let flip = _mm512_set1_epi8(-128);
-            let mut total = _mm512_setzero_si512();
-            for (&w, &x) in w.iter().zip(x) {
-                let unsigned = _mm512_xor_si512(w, flip);
-                total = _mm512_dpbusd_epi32(total, unsigned, _mm512_set1_epi32(x));
-            }
-            total
-        }
+        Self::dots(w, x, 0)
     }
 
     #[inline(always)]

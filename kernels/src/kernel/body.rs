@@ -96,27 +96,39 @@ macro_rules! dispatch {
 }
 pub(crate) use dispatch;
 
-/// Every tile of `p` against every token, `TOKENS` tokens at a time.
+/// Every tile of `p` against every token, `TOKENS` tokens at a time, in
+/// blocks of [`TOKEN_BLOCK`] tokens: the block's activations and outputs
+/// stay in cache while the tiles stream past (walking every token per tile
+/// instead misses the cache on each output of a long input).
 ///
 /// # Safety
 /// `p` must be consistent: its ranges inside the weights, the activations
 /// and the output.
 #[inline(always)]
 pub(crate) unsafe fn run_tiles<S: Simd, F: Fmt>(p: &Problem<'_>) {
-    for tile in p.tiles.clone() {
-        let mut t = p.tokens.start;
-        while t + TOKENS <= p.tokens.end {
-            // SAFETY: the caller's promise covers these tokens and this tile.
-            unsafe { micro::<S, F, TOKENS>(p, tile, t) };
-            t += TOKENS;
+    let mut start = p.tokens.start;
+    while start < p.tokens.end {
+        let end = (start + TOKEN_BLOCK).min(p.tokens.end);
+        for tile in p.tiles.clone() {
+            let mut t = start;
+            while t + TOKENS <= end {
+                // SAFETY: the caller's promise covers these tokens and this tile.
+                unsafe { micro::<S, F, TOKENS>(p, tile, t) };
+                t += TOKENS;
+            }
+            while t < end {
+                // SAFETY: as above.
+                unsafe { micro::<S, F, 1>(p, tile, t) };
+                t += 1;
+            }
         }
-        while t < p.tokens.end {
-            // SAFETY: as above.
-            unsafe { micro::<S, F, 1>(p, tile, t) };
-            t += 1;
-        }
+        start = end;
     }
 }
+
+/// Tokens per block of [`run_tiles`]. Each output depends only on its row
+/// and token, so the order of the blocks changes no bit.
+const TOKEN_BLOCK: usize = 64;
 
 /// Tokens `t0..t0 + T` against tile `tile`.
 #[inline(always)]
@@ -174,7 +186,7 @@ unsafe fn micro<S: Simd, F: Fmt, const T: usize>(p: &Problem<'_>, tile: usize, t
                         let high = unsafe { S::load_b(body.add((nl + hv) * 64 + 4 * lanes)) };
                         w = S::merge(w, S::field(high, hshift, high_mask), l.low);
                     }
-                    *slot = w;
+                    *slot = if l.signed { S::signed(w) } else { w };
                 }
                 let extra = unsafe { body.add((nl + nh) * 64) };
                 let mut scales = [S::splat_i(1); 2];

@@ -54,6 +54,11 @@ impl Simd for Scalar {
     }
 
     #[inline(always)]
+    fn signed(w: Self::B) -> Self::B {
+        w
+    }
+
+    #[inline(always)]
     fn dots_signed(w: &[Self::B], x: &[i32]) -> Self::I {
         std::array::from_fn(|lane| {
             w.iter()

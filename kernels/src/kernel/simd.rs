@@ -34,8 +34,11 @@ pub(crate) trait Simd: Copy {
     /// activation bytes `x` (four per line). Lines may be summed in i16
     /// `per16` at a time without overflow.
     fn dots(w: &[Self::B], x: &[i32], per16: usize) -> Self::I;
-    /// [`Simd::dots`] with signed weights, plus [`Simd::SIGNED_BIAS`] times
-    /// the sum of the activation bytes.
+    /// Signed weights in the form [`Simd::dots_signed`] reads: done once per
+    /// line, not once per token.
+    fn signed(w: Self::B) -> Self::B;
+    /// [`Simd::dots`] with signed weights (through [`Simd::signed`]), plus
+    /// [`Simd::SIGNED_BIAS`] times the sum of the activation bytes.
     fn dots_signed(w: &[Self::B], x: &[i32]) -> Self::I;
     /// `v` in every row.
     fn splat_i(v: i32) -> Self::I;
