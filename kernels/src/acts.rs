@@ -167,18 +167,21 @@ struct Out<'a> {
     sums: &'a mut [i32],
 }
 
-/// [`quantize_all`] in AVX2 intrinsics: the same numbers (`vcvtps2dq`
-/// rounds half to even, as the scalar code's magic constant does), at a
-/// few values per cycle instead of a few cycles per value.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn quantize_avx2(scheme: Scheme, x: &[f32], out: Out<'_>) {
-    use std::arch::x86_64::*;
+/// How one instruction set finds a block's largest magnitude and rounds its
+/// values; [`quantize_blocks`] does the rest the same way for every set.
+trait Rounding {
+    /// The largest `|v|` of `values`.
+    fn amax(values: &[f32]) -> f32;
+    /// `quants = round(values · inverse)`, half to even, and the sum of the
+    /// quants of every 16 values into `sums`.
+    fn round(values: &[f32], inverse: f32, quants: &mut [i8], sums: &mut [i32]);
+}
 
+/// Quantizes every block of `x` into `out` with `R`, and sets each block's
+/// scale and scaled sum as ggml does.
+#[inline(always)]
+fn quantize_blocks<R: Rounding>(scheme: Scheme, x: &[f32], out: Out<'_>) {
     let block = scheme.block();
-    let magnitude = _mm256_set1_ps(f32::from_bits(0x7fff_ffff));
-    // `packs` interleaves the 128-bit halves; this puts the bytes back.
-    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for ((((values, quants), d), s), sums) in x
         .chunks_exact(block)
         .zip(out.q.chunks_exact_mut(block))
@@ -186,73 +189,28 @@ fn quantize_avx2(scheme: Scheme, x: &[f32], out: Out<'_>) {
         .zip(out.s.iter_mut())
         .zip(out.sums.chunks_exact_mut(block / 16))
     {
-        let mut maxima = _mm256_setzero_ps();
-        for eight in values.chunks_exact(8) {
-            // SAFETY: eight floats.
-            let v = unsafe { _mm256_loadu_ps(eight.as_ptr()) };
-            maxima = _mm256_max_ps(maxima, _mm256_and_ps(v, magnitude));
-        }
-        let half = _mm_max_ps(
-            _mm256_castps256_ps128(maxima),
-            _mm256_extractf128_ps::<1>(maxima),
-        );
-        let half = _mm_max_ps(half, _mm_movehl_ps(half, half));
-        let half = _mm_max_ss(half, _mm_movehdup_ps(half));
-        let amax = _mm_cvtss_f32(half);
+        let amax = R::amax(values);
         let inverse = if amax > 0.0 { 127.0 / amax } else { 0.0 };
         *d = match scheme {
             Scheme::Q8_0 => half::f16::from_f32(amax / 127.0).to_f32(),
             Scheme::Q8_K if amax > 0.0 => 1.0 / inverse,
             Scheme::Q8_K => 0.0,
         };
-        let scale = _mm256_set1_ps(inverse);
-        let mut total = 0i32;
-        for ((thirty_two, out), pair) in values
-            .chunks_exact(32)
-            .zip(quants.chunks_exact_mut(32))
-            .zip(sums.chunks_exact_mut(2))
-        {
-            let p = thirty_two.as_ptr();
-            // SAFETY: 32 floats in, 32 bytes out.
-            let [a, b, c, e] = [0, 8, 16, 24].map(|o| unsafe {
-                _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(p.add(o)), scale))
-            });
-            let bytes = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, e));
-            let bytes = _mm256_permutevar8x32_epi32(bytes, order);
-            // SAFETY: `out` holds 32 bytes.
-            unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), bytes) };
-            pair[0] = sum_i32(_mm256_add_epi32(a, b));
-            pair[1] = sum_i32(_mm256_add_epi32(c, e));
-            total += pair[0] + pair[1];
-        }
+        R::round(values, inverse, quants, sums);
+        let total: i32 = sums.iter().sum();
         *s = half::f16::from_f32(amax / 127.0 * total as f32).to_f32();
     }
 }
 
-/// The sum of eight i32 lanes.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn sum_i32(v: std::arch::x86_64::__m256i) -> i32 {
-    use std::arch::x86_64::*;
-    let four = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-    let two = _mm_add_epi32(four, _mm_unpackhi_epi64(four, four));
-    let one = _mm_add_epi32(two, _mm_shuffle_epi32::<0b01>(two));
-    _mm_cvtsi128_si32(one)
-}
+/// [`Rounding`] in plain Rust, written so that it vectorises: running
+/// maxima in lanes, rounding by adding 1.5·2²³ (half to even, as ggml's
+/// `nearest_int` and its AVX2 code do) instead of a call or a saturating
+/// cast.
+struct Portable;
 
-/// Quantizes every block of `x`, in plain Rust: running maxima in lanes,
-/// rounding by adding 1.5·2²³ (half to even, as ggml's `nearest_int` and
-/// its AVX2 code do) instead of a call or a saturating cast.
-fn quantize_all(scheme: Scheme, x: &[f32], out: Out<'_>) {
-    const MAGIC: f32 = 12_582_912.0;
-    let block = scheme.block();
-    for ((((values, quants), d), s), sums) in x
-        .chunks_exact(block)
-        .zip(out.q.chunks_exact_mut(block))
-        .zip(out.d.iter_mut())
-        .zip(out.s.iter_mut())
-        .zip(out.sums.chunks_exact_mut(block / 16))
-    {
+impl Rounding for Portable {
+    #[inline(always)]
+    fn amax(values: &[f32]) -> f32 {
         let mut maxima = [0f32; 8];
         for eight in values.chunks_exact(8) {
             for (m, v) in maxima.iter_mut().zip(eight) {
@@ -260,13 +218,12 @@ fn quantize_all(scheme: Scheme, x: &[f32], out: Out<'_>) {
                 *m = if a > *m { a } else { *m };
             }
         }
-        let amax = maxima.iter().fold(0f32, |m, &a| m.max(a));
-        let inverse = if amax > 0.0 { 127.0 / amax } else { 0.0 };
-        *d = match scheme {
-            Scheme::Q8_0 => half::f16::from_f32(amax / 127.0).to_f32(),
-            Scheme::Q8_K if amax > 0.0 => 1.0 / inverse,
-            Scheme::Q8_K => 0.0,
-        };
+        maxima.iter().fold(0f32, |m, &a| m.max(a))
+    }
+
+    #[inline(always)]
+    fn round(values: &[f32], inverse: f32, quants: &mut [i8], sums: &mut [i32]) {
+        const MAGIC: f32 = 12_582_912.0;
         for ((sixteen, out), sum) in values
             .chunks_exact(16)
             .zip(quants.chunks_exact_mut(16))
@@ -283,8 +240,87 @@ fn quantize_all(scheme: Scheme, x: &[f32], out: Out<'_>) {
             }
             *sum = total;
         }
-        let total: i32 = sums.iter().sum();
-        *s = half::f16::from_f32(amax / 127.0 * total as f32).to_f32();
+    }
+}
+
+fn quantize_all(scheme: Scheme, x: &[f32], out: Out<'_>) {
+    quantize_blocks::<Portable>(scheme, x, out)
+}
+
+/// [`Rounding`] in AVX2 intrinsics: the same numbers (`vcvtps2dq` rounds
+/// half to even, as the portable code's magic constant does), at a few
+/// values per cycle instead of a few cycles per value.
+#[cfg(target_arch = "x86_64")]
+struct Avx2;
+
+// SAFETY (every intrinsic below): these functions are inlined only into
+// `quantize_avx2`, compiled with AVX2, which the processor has.
+#[cfg(target_arch = "x86_64")]
+impl Rounding for Avx2 {
+    #[inline(always)]
+    fn amax(values: &[f32]) -> f32 {
+        use std::arch::x86_64::*;
+        unsafe {
+            let magnitude = _mm256_set1_ps(f32::from_bits(0x7fff_ffff));
+            let mut maxima = _mm256_setzero_ps();
+            for eight in values.chunks_exact(8) {
+                let v = _mm256_loadu_ps(eight.as_ptr());
+                maxima = _mm256_max_ps(maxima, _mm256_and_ps(v, magnitude));
+            }
+            let half = _mm_max_ps(
+                _mm256_castps256_ps128(maxima),
+                _mm256_extractf128_ps::<1>(maxima),
+            );
+            let half = _mm_max_ps(half, _mm_movehl_ps(half, half));
+            let half = _mm_max_ss(half, _mm_movehdup_ps(half));
+            _mm_cvtss_f32(half)
+        }
+    }
+
+    #[inline(always)]
+    fn round(values: &[f32], inverse: f32, quants: &mut [i8], sums: &mut [i32]) {
+        use std::arch::x86_64::*;
+        unsafe {
+            let scale = _mm256_set1_ps(inverse);
+            // `packs` interleaves the 128-bit halves; this puts the bytes back.
+            let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+            for ((thirty_two, out), pair) in values
+                .chunks_exact(32)
+                .zip(quants.chunks_exact_mut(32))
+                .zip(sums.chunks_exact_mut(2))
+            {
+                let p = thirty_two.as_ptr();
+                let a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(p), scale));
+                let b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(p.add(8)), scale));
+                let c = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(p.add(16)), scale));
+                let e = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(p.add(24)), scale));
+                let bytes = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, e));
+                let bytes = _mm256_permutevar8x32_epi32(bytes, order);
+                _mm256_storeu_si256(out.as_mut_ptr().cast(), bytes);
+                pair[0] = sum_i32(_mm256_add_epi32(a, b));
+                pair[1] = sum_i32(_mm256_add_epi32(c, e));
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quantize_avx2(scheme: Scheme, x: &[f32], out: Out<'_>) {
+    quantize_blocks::<Avx2>(scheme, x, out)
+}
+
+/// The sum of eight i32 lanes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn sum_i32(v: std::arch::x86_64::__m256i) -> i32 {
+    use std::arch::x86_64::*;
+    // SAFETY: inlined only into `quantize_avx2`, compiled with AVX2.
+    unsafe {
+        let four = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let two = _mm_add_epi32(four, _mm_unpackhi_epi64(four, four));
+        let one = _mm_add_epi32(two, _mm_shuffle_epi32::<0b01>(two));
+        _mm_cvtsi128_si32(one)
     }
 }
 
