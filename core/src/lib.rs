@@ -89,5 +89,5 @@ pub use runnable::{
     RunnableFn, StrOutputParser, exactly_one, runnable_fn,
 };
 pub use tool::{Tool, ToolSpec};
-pub use vector_store::{Condition, Filter, VectorStore};
+pub use vector_store::{Condition, Filter, StoredIds, Unit, VectorStore};
 pub use worker::Worker;

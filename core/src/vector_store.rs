@@ -1,7 +1,5 @@
 //! The [`VectorStore`] trait and the metadata [`Filter`] every store understands.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -149,65 +147,123 @@ impl std::str::FromStr for Filter {
     }
 }
 
-/// Stores chunks with their vectors and finds the nearest ones.
+/// A piece of a stored chunk (a sentence or two) with a vector of its own:
+/// a search that matches it finds the whole chunk. Small units match a
+/// question about one sentence of a chunk that is about other things too.
+#[derive(Debug, Clone, Copy)]
+pub struct Unit<'a> {
+    /// The chunk the unit belongs to.
+    pub chunk: &'a Chunk,
+    /// Its position among the chunk's units.
+    pub n: usize,
+    /// Its text.
+    pub text: &'a str,
+}
+
+/// The chunk ids of every point in a store, one entry per point: the
+/// chunks' own vectors, and their units' (a chunk id once per unit).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredIds {
+    /// The chunk id of each chunk's own point.
+    pub chunks: Vec<String>,
+    /// The chunk id of each unit's point.
+    pub units: Vec<String>,
+}
+
+/// What a knowledge base needs from a vector backend: chunks and their
+/// [`Unit`]s with vectors, deletion, filtered nearest-neighbour search, and
+/// what a consistency check reads. The embedded store and a Qdrant server
+/// are two implementations; a knowledge base holds an `Arc<dyn VectorStore>`.
+///
+/// Implementations must not block the async runtime: a store that does
+/// file or network I/O synchronously moves it to a blocking thread.
 ///
 /// ```
 /// use std::sync::Mutex;
 /// use async_trait::async_trait;
-/// use kb_core::{Chunk, Filter, Result, ScoredChunk, VectorStore};
+/// use kb_core::{Chunk, Filter, Result, ScoredChunk, StoredIds, Unit, VectorStore};
 ///
-/// /// Brute-force dot-product search over a vector in memory.
-/// #[derive(Default)]
-/// struct Flat(Mutex<Vec<(Chunk, Vec<f32>)>>);
+/// /// Brute-force dot-product search over vectors in memory: (chunk, its
+/// /// own vector or a unit's, whether a unit's).
+/// #[derive(Debug, Default)]
+/// struct Flat(Mutex<Vec<(Chunk, Vec<f32>, bool)>>);
 ///
 /// #[async_trait]
 /// impl VectorStore for Flat {
+///     fn dimension(&self) -> usize {
+///         2
+///     }
 ///     async fn upsert(&self, chunks: &[Chunk], vectors: &[Vec<f32>]) -> Result<()> {
 ///         let mut points = self.0.lock().unwrap();
 ///         for (chunk, vector) in chunks.iter().zip(vectors) {
-///             points.retain(|(c, _)| c.id != chunk.id);
-///             points.push((chunk.clone(), vector.clone()));
+///             points.retain(|(c, _, unit)| *unit || c.id != chunk.id);
+///             points.push((chunk.clone(), vector.clone(), false));
+///         }
+///         Ok(())
+///     }
+///     async fn upsert_units(&self, units: &[Unit<'_>], vectors: &[Vec<f32>]) -> Result<()> {
+///         let mut points = self.0.lock().unwrap();
+///         for (unit, vector) in units.iter().zip(vectors) {
+///             points.push((unit.chunk.clone(), vector.clone(), true));
 ///         }
 ///         Ok(())
 ///     }
 ///     async fn delete(&self, ids: &[String]) -> Result<()> {
-///         self.0.lock().unwrap().retain(|(c, _)| !ids.contains(&c.id));
+///         self.0.lock().unwrap().retain(|(c, _, _)| !ids.contains(&c.id));
 ///         Ok(())
 ///     }
 ///     async fn search(&self, query: &[f32], k: usize, filter: Option<&Filter>) -> Result<Vec<ScoredChunk>> {
 ///         let points = self.0.lock().unwrap();
 ///         let mut hits: Vec<ScoredChunk> = points
 ///             .iter()
-///             .filter(|(c, _)| filter.is_none_or(|f| f.matches(&c.metadata)))
-///             .map(|(c, v)| ScoredChunk { chunk: c.clone(), score: v.iter().zip(query).map(|(a, b)| a * b).sum() })
+///             .filter(|(c, _, _)| filter.is_none_or(|f| f.matches(&c.metadata)))
+///             .map(|(c, v, _)| ScoredChunk { chunk: c.clone(), score: v.iter().zip(query).map(|(a, b)| a * b).sum() })
 ///             .collect();
 ///         hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+///         // A chunk is as near as its nearest point.
+///         let mut seen = std::collections::HashSet::new();
+///         hits.retain(|h| seen.insert(h.chunk.id.clone()));
 ///         hits.truncate(k);
 ///         Ok(hits)
 ///     }
-///     async fn count(&self) -> Result<usize> {
-///         Ok(self.0.lock().unwrap().len())
+///     async fn ids(&self) -> Result<StoredIds> {
+///         let mut ids = StoredIds::default();
+///         for (c, _, unit) in self.0.lock().unwrap().iter() {
+///             if *unit { &mut ids.units } else { &mut ids.chunks }.push(c.id.clone());
+///         }
+///         Ok(ids)
 ///     }
 /// }
 ///
 /// # futures::executor::block_on(async {
 /// let store = Flat::default();
-/// store.upsert(&[Chunk::new("a", 0, "x"), Chunk::new("b", 0, "y")], &[vec![1.0, 0.0], vec![0.0, 1.0]]).await?;
-/// let hits = store.search(&[0.9, 0.1], 1, None).await?;
-/// assert_eq!(hits[0].chunk.doc_id, "a");
+/// let (a, b) = (Chunk::new("a", 0, "x"), Chunk::new("b", 0, "y"));
+/// store.upsert(&[a.clone(), b], &[vec![1.0, 0.0], vec![0.0, 1.0]]).await?;
+/// store.upsert_units(&[Unit { chunk: &a, n: 0, text: "x" }], &[vec![0.0, 1.0]]).await?;
+/// let hits = store.search(&[0.1, 0.9], 2, None).await?;
+/// assert_eq!(hits.len(), 2);
+/// assert_eq!(store.ids().await?.units, vec![a.id.clone()]);
 /// # Ok::<(), kb_core::Error>(())
 /// # }).unwrap();
 /// ```
 #[async_trait]
-pub trait VectorStore: Send + Sync {
+pub trait VectorStore: Send + Sync + std::fmt::Debug {
+    /// The vectors' dimension.
+    fn dimension(&self) -> usize;
+
     /// Inserts or replaces chunks (by [`Chunk::id`]) with their vectors;
     /// `vectors[i]` belongs to `chunks[i]`.
     async fn upsert(&self, chunks: &[Chunk], vectors: &[Vec<f32>]) -> Result<()>;
 
-    /// Removes chunks by id; unknown ids are ignored.
+    /// Inserts or replaces units of stored chunks with their vectors.
+    async fn upsert_units(&self, units: &[Unit<'_>], vectors: &[Vec<f32>]) -> Result<()>;
+
+    /// Removes chunks by id, with their units; unknown ids are ignored.
     async fn delete(&self, ids: &[String]) -> Result<()>;
 
-    /// The `k` chunks nearest to `query` that pass `filter`, best first.
+    /// The `k` chunks nearest to `query` that pass `filter`, best first; a
+    /// chunk is as near as its nearest vector (its own or a unit's), and
+    /// appears once.
     async fn search(
         &self,
         query: &[f32],
@@ -215,28 +271,25 @@ pub trait VectorStore: Send + Sync {
         filter: Option<&Filter>,
     ) -> Result<Vec<ScoredChunk>>;
 
-    /// How many chunks the store holds.
-    async fn count(&self) -> Result<usize>;
-}
+    /// The chunk id of every stored point.
+    async fn ids(&self) -> Result<StoredIds>;
 
-#[async_trait]
-impl<T: VectorStore + ?Sized> VectorStore for Arc<T> {
-    async fn upsert(&self, chunks: &[Chunk], vectors: &[Vec<f32>]) -> Result<()> {
-        (**self).upsert(chunks, vectors).await
+    /// Points stored: `(chunks, units)`. By default counted from
+    /// [`VectorStore::ids`]; stores that count faster say so.
+    async fn counts(&self) -> Result<(usize, usize)> {
+        let ids = self.ids().await?;
+        Ok((ids.chunks.len(), ids.units.len()))
     }
-    async fn delete(&self, ids: &[String]) -> Result<()> {
-        (**self).delete(ids).await
+
+    /// Makes every change so far durable. By default nothing to do.
+    async fn flush(&self) -> Result<()> {
+        Ok(())
     }
-    async fn search(
-        &self,
-        query: &[f32],
-        k: usize,
-        filter: Option<&Filter>,
-    ) -> Result<Vec<ScoredChunk>> {
-        (**self).search(query, k, filter).await
-    }
-    async fn count(&self) -> Result<usize> {
-        (**self).count().await
+
+    /// Builds search indexes after a large change; whether anything was
+    /// done. By default nothing to do.
+    async fn optimize(&self) -> Result<bool> {
+        Ok(false)
     }
 }
 

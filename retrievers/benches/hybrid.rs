@@ -16,7 +16,7 @@
 
 use std::time::{Duration, Instant};
 
-use kb_core::Chunk;
+use kb_core::{Chunk, VectorStore};
 use kb_retrievers::{Bm25Index, EdgeStore, Fusion, fuse};
 
 const DIM: usize = 384;
@@ -184,12 +184,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let dir = tempfile::tempdir()?;
     let store = EdgeStore::open(&dir.path().join("vectors"), dimension)?;
+    // The store's calls go to tokio's blocking threads, as in a knowledge base.
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     let bm25 = Bm25Index::open(&dir.path().join("bm25"))?;
     let started = Instant::now();
     for (c, v) in chunks.chunks(1000).zip(vectors.chunks(1000)) {
-        store.upsert_blocking(c, v)?;
+        runtime.block_on(store.upsert(c, v))?;
     }
-    store.flush()?;
+    runtime.block_on(store.flush())?;
     let vector_ingest = started.elapsed();
     let started = Instant::now();
     for c in chunks.chunks(5000) {
@@ -230,7 +232,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut results = Vec::new();
         for (v, _) in &query_vectors {
             let t = Instant::now();
-            let hits = store.search_blocking(v, k, None)?;
+            let hits = runtime.block_on(store.search(v, k, None))?;
             times.push(t.elapsed());
             results.push(hits.into_iter().map(|h| h.chunk.id).collect());
         }
@@ -238,7 +240,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let (mut exact, exact_ids) = time_vector(&store)?;
     let started = Instant::now();
-    store.optimize()?;
+    runtime.block_on(store.optimize())?;
     println!("HNSW built in {:.1} s", started.elapsed().as_secs_f64());
     let (mut hnsw, hnsw_ids) = time_vector(&store)?;
     let recall: f64 = exact_ids
@@ -254,7 +256,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let _ = bm25.search(text, k, None)?;
         bm25_times.push(t.elapsed());
         let t = Instant::now();
-        let dense = store.search_blocking(v, candidates, None)?;
+        let dense = runtime.block_on(store.search(v, candidates, None))?;
         let sparse = bm25.search(text, candidates, None)?;
         let fused = fuse(dense, sparse, &Fusion::default(), k);
         hybrid_times.push(t.elapsed());

@@ -81,6 +81,10 @@ pub enum Error {
     /// No knowledge base exists at the path.
     #[error("no knowledge base at {}; create one with `kb ingest PATH...`", .0.display())]
     Missing(PathBuf),
+    /// The vector store failed (the cause is its
+    /// [`source`](std::error::Error::source)).
+    #[error("vector store")]
+    Store(#[from] kb_core::Error),
     /// Embedding failed.
     #[error("embedding failed: {0}")]
     Embedding(String),

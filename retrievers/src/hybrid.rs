@@ -6,13 +6,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use kb_core::{Chunk, Embedder, Filter, Reranker, Retriever, ScoredChunk};
+use kb_core::{Chunk, Embedder, Filter, Reranker, Retriever, ScoredChunk, VectorStore};
 use serde::{Deserialize, Serialize};
 
 use crate::bm25::Bm25Index;
 use crate::glossary::Glossary;
 use crate::snapshot::Snapshots;
-use crate::vectors::EdgeStore;
 
 /// Which indexes a search uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -126,13 +125,13 @@ impl Default for Fusion {
 #[derive(Clone)]
 pub struct VectorRetriever {
     embedder: Arc<dyn Embedder>,
-    store: Arc<EdgeStore>,
+    store: Arc<dyn VectorStore>,
     filter: Option<Filter>,
 }
 
 impl VectorRetriever {
     /// Searches `store` with queries embedded by `embedder`.
-    pub fn new(embedder: Arc<dyn Embedder>, store: Arc<EdgeStore>) -> Self {
+    pub fn new(embedder: Arc<dyn Embedder>, store: Arc<dyn VectorStore>) -> Self {
         VectorRetriever {
             embedder,
             store,
@@ -151,9 +150,7 @@ impl VectorRetriever {
 impl Retriever for VectorRetriever {
     async fn retrieve(&self, query: &str, k: usize) -> kb_core::Result<Vec<ScoredChunk>> {
         let vector = self.embedder.embed_query(query).await?;
-        Ok(self
-            .store
-            .search_blocking(&vector, k, self.filter.as_ref())?)
+        self.store.search(&vector, k, self.filter.as_ref()).await
     }
 }
 
@@ -178,12 +175,23 @@ impl Bm25Retriever {
         self.filter = filter;
         self
     }
+
+    /// The `k` best chunks for `query`, searched on one of tokio's blocking
+    /// threads (the index reads files).
+    async fn search(&self, query: &str, k: usize) -> kb_core::Result<Vec<ScoredChunk>> {
+        let index = Arc::clone(&self.index);
+        let (query, filter) = (query.to_string(), self.filter.clone());
+        let hits = tokio::task::spawn_blocking(move || index.search(&query, k, filter.as_ref()))
+            .await
+            .map_err(|e| kb_core::Error::Retrieval(format!("BM25 search task failed: {e}")))??;
+        Ok(hits)
+    }
 }
 
 #[async_trait]
 impl Retriever for Bm25Retriever {
     async fn retrieve(&self, query: &str, k: usize) -> kb_core::Result<Vec<ScoredChunk>> {
-        Ok(self.index.search(query, k, self.filter.as_ref())?)
+        self.search(query, k).await
     }
 }
 
@@ -346,21 +354,22 @@ impl HybridRetriever {
             _ => Some(self.vector.embedder.embed_query(&query).await?),
         };
         let (vector_hits, bm25_hits) = {
-            let _view = self.snapshots.as_ref().map(|s| s.read());
+            let _view = match &self.snapshots {
+                Some(snapshots) => Some(snapshots.read().await),
+                None => None,
+            };
             let vector_hits = match &vector {
                 Some(v) => {
                     self.vector
                         .store
-                        .search_blocking(v, depth, self.vector.filter.as_ref())?
+                        .search(v, depth, self.vector.filter.as_ref())
+                        .await?
                 }
                 None => Vec::new(),
             };
             let bm25_hits = match mode {
                 SearchMode::Vector => Vec::new(),
-                _ => self
-                    .bm25
-                    .index
-                    .search(&query, depth, self.bm25.filter.as_ref())?,
+                _ => self.bm25.search(&query, depth).await?,
             };
             (vector_hits, bm25_hits)
         };

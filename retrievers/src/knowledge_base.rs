@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kb_core::{Chunk, Document, Embedder, Filter};
+use kb_core::{Chunk, Document, Embedder, Filter, StoredIds, Unit, VectorStore};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -36,7 +36,7 @@ use crate::loader::{DirectoryLoader, FileEntry, Skipped};
 use crate::manifest::{FileRecord, Manifest};
 use crate::snapshot::Snapshots;
 use crate::splitter::{MarkdownSplitter, RecursiveSplitter};
-use crate::vectors::{EdgeStore, Unit};
+use crate::store::edge::EdgeStore;
 
 /// How a knowledge base is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,7 +226,7 @@ pub struct KnowledgeBase {
     dir: PathBuf,
     root: PathBuf,
     manifest: Mutex<Manifest>,
-    vectors: Arc<EdgeStore>,
+    vectors: Arc<dyn VectorStore>,
     bm25: Arc<Bm25Index>,
     embedder: Arc<dyn Embedder>,
     fusion: Fusion,
@@ -368,7 +368,8 @@ impl KnowledgeBase {
                 manifest.set_meta("dimension", &dimension.to_string())?;
             }
         }
-        let vectors = Arc::new(EdgeStore::open(&dir.join("vectors"), dimension)?);
+        let vectors: Arc<dyn VectorStore> =
+            Arc::new(EdgeStore::open(&dir.join("vectors"), dimension)?);
         let bm25 = Arc::new(Bm25Index::open(&dir.join("bm25"))?);
         let glossary = load_glossary(&manifest, &bm25, access != Access::Read)?;
         let root = dir
@@ -463,7 +464,7 @@ impl KnowledgeBase {
     ///
     /// Locks are taken in one order everywhere: the snapshot lock, then the
     /// manifest.
-    fn recover(&self) -> Result<usize> {
+    async fn recover(&self) -> Result<usize> {
         let orphans = {
             let manifest = self.manifest()?;
             if !manifest.has_pending()? {
@@ -472,17 +473,38 @@ impl KnowledgeBase {
             manifest.orphans()?
         };
         ensure_space(&self.dir)?;
-        let _change = self.snapshots.write();
-        self.vectors.delete_blocking(&orphans)?;
-        self.bm25.delete(&orphans)?;
-        self.bm25.commit()?;
-        self.vectors.flush()?;
+        let _change = self.snapshots.write().await;
+        self.remove_chunks(&orphans).await?;
         self.manifest()?.clear_pending()?;
         tracing::info!(
             orphans = orphans.len(),
             "recovered from an interrupted ingestion"
         );
         Ok(orphans.len())
+    }
+
+    /// Removes chunks from both indexes, durably (inside a change).
+    async fn remove_chunks(&self, ids: &[String]) -> Result<()> {
+        self.vectors.delete(ids).await?;
+        let removed = ids.to_vec();
+        self.on_bm25(move |bm25| {
+            bm25.delete(&removed)?;
+            bm25.commit()
+        })
+        .await?;
+        Ok(self.vectors.flush().await?)
+    }
+
+    /// Runs `work` on the BM25 index on one of tokio's blocking threads (it
+    /// reads and writes files).
+    async fn on_bm25<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Bm25Index) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let bm25 = Arc::clone(&self.bm25);
+        tokio::task::spawn_blocking(move || work(&bm25))
+            .await
+            .map_err(|e| Error::Index(format!("BM25 index task failed: {e}")))?
     }
 
     fn require_writable(&self) -> Result<()> {
@@ -507,7 +529,7 @@ impl KnowledgeBase {
         self.require_writable()?;
         let started = Instant::now();
         let mut report = IngestReport {
-            recovered: self.recover()?,
+            recovered: self.recover().await?,
             ..IngestReport::default()
         };
         let mut entries: Vec<(FileEntry, String)> = Vec::new();
@@ -625,7 +647,7 @@ impl KnowledgeBase {
                 .map(|f| f.source)
                 .filter(|s| !seen.contains(s) && prune_roots.iter().any(|r| s.starts_with(r)))
                 .collect();
-            let (files, chunks) = self.remove_sources(&gone)?;
+            let (files, chunks) = self.remove_sources(&gone).await?;
             report.removed += files;
             report.chunks_removed += chunks;
         }
@@ -686,15 +708,19 @@ impl KnowledgeBase {
 
         let sources: Vec<&str> = batch.iter().map(|w| w.record.source.as_str()).collect();
         ensure_space(&self.dir)?;
-        let change = self.snapshots.write();
+        let change = self.snapshots.write().await;
         self.manifest()?.begin_change(&sources, &touched)?;
-        self.vectors.delete_blocking(&to_remove)?;
-        self.bm25.delete(&to_remove)?;
-        self.vectors.upsert_blocking(&to_write, &vectors)?;
-        self.vectors.upsert_units_blocking(&units, &unit_vectors)?;
-        self.bm25.upsert(&to_write)?;
-        self.bm25.commit()?;
-        self.vectors.flush()?;
+        self.vectors.delete(&to_remove).await?;
+        self.vectors.upsert(&to_write, &vectors).await?;
+        self.vectors.upsert_units(&units, &unit_vectors).await?;
+        let (removed, written) = (to_remove.clone(), to_write.clone());
+        self.on_bm25(move |bm25| {
+            bm25.delete(&removed)?;
+            bm25.upsert(&written)?;
+            bm25.commit()
+        })
+        .await?;
+        self.vectors.flush().await?;
         let records: Vec<FileRecord> = batch.iter().map(|w| w.record.clone()).collect();
         let terms: Vec<(String, TermPair)> = batch
             .iter()
@@ -718,13 +744,13 @@ impl KnowledgeBase {
 
     /// Removes files (by source name, as [`files`](Self::files) lists them)
     /// and their chunks. Returns (files, chunks) removed.
-    pub fn delete(&self, sources: &[String]) -> Result<(usize, usize)> {
+    pub async fn delete(&self, sources: &[String]) -> Result<(usize, usize)> {
         self.require_writable()?;
-        self.recover()?;
-        self.remove_sources(sources)
+        self.recover().await?;
+        self.remove_sources(sources).await
     }
 
-    fn remove_sources(&self, sources: &[String]) -> Result<(usize, usize)> {
+    async fn remove_sources(&self, sources: &[String]) -> Result<(usize, usize)> {
         let mut ids = Vec::new();
         let mut found = Vec::new();
         {
@@ -740,12 +766,9 @@ impl KnowledgeBase {
             return Ok((0, 0));
         }
         ensure_space(&self.dir)?;
-        let _change = self.snapshots.write();
+        let _change = self.snapshots.write().await;
         self.manifest()?.begin_change(&found, &ids)?;
-        self.vectors.delete_blocking(&ids)?;
-        self.bm25.delete(&ids)?;
-        self.bm25.commit()?;
-        self.vectors.flush()?;
+        self.remove_chunks(&ids).await?;
         self.manifest()?.commit_change(&[], &[])?;
         self.reload_glossary()?;
         Ok((found.len(), ids.len()))
@@ -757,8 +780,8 @@ impl KnowledgeBase {
     }
 
     /// Counts and sizes.
-    pub fn stats(&self) -> Result<Stats> {
-        let units = self.vectors.count_units_blocking()?;
+    pub async fn stats(&self) -> Result<Stats> {
+        let (vectors, units) = self.vectors.counts().await?;
         let manifest = self.manifest()?;
         let files = manifest.files()?;
         Ok(Stats {
@@ -768,7 +791,7 @@ impl KnowledgeBase {
             files: files.len(),
             documents: files.iter().map(|f| f.documents).sum(),
             chunks: manifest.chunk_count()?,
-            vectors: self.vectors.count_blocking() - units,
+            vectors,
             unit_vectors: units,
             bm25_chunks: self.bm25.count(),
             glossary_terms: self.glossary().len(),
@@ -779,8 +802,8 @@ impl KnowledgeBase {
     /// Compares both indexes with the manifest, chunk by chunk; changes
     /// nothing. An interrupted change's leftovers count as inconsistent
     /// until a writer (the next ingest) removes them.
-    pub fn check(&self) -> Result<Check> {
-        let _view = self.snapshots.read();
+    pub async fn check(&self) -> Result<Check> {
+        let _view = self.snapshots.read().await;
         let (files, ids, interrupted) = {
             let manifest = self.manifest()?;
             (
@@ -790,8 +813,11 @@ impl KnowledgeBase {
             )
         };
         let expected: HashSet<&str> = ids.iter().map(String::as_str).collect();
-        let (vectors, units) = self.vectors.ids_blocking()?;
-        let bm25 = self.bm25.ids()?;
+        let StoredIds {
+            chunks: vectors,
+            units,
+        } = self.vectors.ids().await?;
+        let bm25 = self.on_bm25(|bm25| bm25.ids()).await?;
         let missing = |found: &[String]| -> Vec<String> {
             let found: HashSet<&str> = found.iter().map(String::as_str).collect();
             let mut missing: Vec<String> = expected
@@ -834,9 +860,9 @@ impl KnowledgeBase {
     }
 
     /// Builds the vector index (HNSW) now; worthwhile after large ingests.
-    pub fn optimize(&self) -> Result<bool> {
+    pub async fn optimize(&self) -> Result<bool> {
         self.require_writable()?;
-        self.vectors.optimize()
+        Ok(self.vectors.optimize().await?)
     }
 
     /// A retriever over this knowledge base, restricted to `filter`.

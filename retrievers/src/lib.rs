@@ -28,7 +28,7 @@ mod loader;
 mod manifest;
 mod snapshot;
 mod splitter;
-mod vectors;
+mod store;
 
 pub use bm25::{Bm25Index, bm25_terms};
 pub use error::{Error, Result};
@@ -43,4 +43,5 @@ pub use knowledge_base::{
 pub use loader::{CsvMode, DirectoryLoader, FileEntry, LoadReport, Skipped};
 pub use manifest::{FileRecord, Manifest};
 pub use splitter::{LengthFn, MarkdownSplitter, RecursiveSplitter, Split};
-pub use vectors::{EdgeStore, INDEXED_KEYS, UNIT_KEY, Unit, point_id, to_qdrant_filter};
+pub use store::edge::EdgeStore;
+pub use store::payload::{INDEXED_KEYS, UNIT_KEY, point_id, to_qdrant_filter};

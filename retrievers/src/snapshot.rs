@@ -10,26 +10,21 @@
 //! query or reranks, which take longest). Embedding a change's chunks
 //! happens before it takes the lock, so searches wait only for the writes.
 
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// The lock between one knowledge base's changes and its searches.
 #[derive(Debug, Default)]
 pub(crate) struct Snapshots(RwLock<()>);
 
 impl Snapshots {
-    /// Held while reading the indexes.
-    pub(crate) fn read(&self) -> RwLockReadGuard<'_, ()> {
-        // The lock guards no data, so a panic elsewhere left nothing
-        // half-written behind it.
-        self.0
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Held while reading the indexes (an async lock: the reads and
+    /// writes under it await the stores).
+    pub(crate) async fn read(&self) -> RwLockReadGuard<'_, ()> {
+        self.0.read().await
     }
 
     /// Held while applying a change to the indexes.
-    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, ()> {
-        self.0
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    pub(crate) async fn write(&self) -> RwLockWriteGuard<'_, ()> {
+        self.0.write().await
     }
 }

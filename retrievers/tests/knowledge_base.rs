@@ -96,11 +96,11 @@ async fn ingest(kb: &KnowledgeBase, path: &Path, prune: bool) -> IngestReport {
         .expect("ingest")
 }
 
-fn assert_consistent(kb: &KnowledgeBase) {
-    let stats = kb.stats().expect("stats");
+async fn assert_consistent(kb: &KnowledgeBase) {
+    let stats = kb.stats().await.expect("stats");
     assert_eq!(stats.chunks, stats.vectors, "{stats:?}");
     assert_eq!(stats.chunks, stats.bm25_chunks, "{stats:?}");
-    let check = kb.check().expect("check");
+    let check = kb.check().await.expect("check");
     assert!(check.is_consistent() && !check.interrupted, "{check:?}");
     assert_eq!(check.chunks, stats.chunks);
 }
@@ -120,7 +120,7 @@ async fn ingestion_is_incremental_idempotent_and_consistent() {
         "{:?}",
         first.skipped
     );
-    assert_consistent(&kb);
+    assert_consistent(&kb).await;
     let sources: Vec<String> = kb
         .files()
         .expect("files")
@@ -199,7 +199,7 @@ async fn modify_delete_and_prune() {
         .await
         .expect("search");
     assert!(new[0].scored.chunk.text.contains("自注意力"));
-    assert_consistent(&kb);
+    assert_consistent(&kb).await;
 
     std::fs::remove_file(docs.join("page.html")).expect("rm");
     let without_prune = ingest(&kb, &docs, false).await;
@@ -213,11 +213,14 @@ async fn modify_delete_and_prune() {
             .is_empty()
     );
 
-    let (files, chunks) = kb.delete(&["docs/guide.md".to_string()]).expect("delete");
+    let (files, chunks) = kb
+        .delete(&["docs/guide.md".to_string()])
+        .await
+        .expect("delete");
     assert_eq!(files, 1);
     assert!(chunks >= 1);
     assert_eq!(kb.files().expect("files").len(), 3);
-    assert_consistent(&kb);
+    assert_consistent(&kb).await;
 }
 
 #[tokio::test]
@@ -277,7 +280,7 @@ async fn another_embedder_lock_and_rebuild() {
     assert_eq!(kb.files().expect("files").len(), 0);
     let report = ingest(&kb, &docs, false).await;
     assert_eq!(report.added, 5);
-    assert_consistent(&kb);
+    assert_consistent(&kb).await;
     drop(kb);
     let err =
         KnowledgeBase::open(&work.path().join("nothing"), embedder(), Access::Read).unwrap_err();
@@ -341,7 +344,7 @@ async fn an_interrupted_change_is_repaired_by_the_next_writer() {
     {
         // `check` sees the forgotten file's chunks left in both indexes.
         let kb = KnowledgeBase::open(&dir, embedder(), Access::Read).expect("read");
-        let check = kb.check().expect("check");
+        let check = kb.check().await.expect("check");
         assert!(!check.is_consistent() && check.interrupted, "{check:?}");
         let mut left = expected["docs/guide.md"].clone();
         left.sort();
@@ -355,7 +358,7 @@ async fn an_interrupted_change_is_repaired_by_the_next_writer() {
     assert!(report.recovered >= 1, "{report:?}");
     assert_eq!(report.added, 1, "the forgotten file is ingested again");
     assert_eq!(chunk_ids_by_source(&kb).expect("ids"), expected);
-    assert_consistent(&kb);
+    assert_consistent(&kb).await;
 }
 
 #[tokio::test]
@@ -379,10 +382,10 @@ async fn units_lead_to_their_chunk_and_go_with_it() {
     kb.ingest(std::slice::from_ref(&docs), &options, &mut |_: Progress| {})
         .await
         .expect("ingest");
-    let stats = kb.stats().expect("stats");
+    let stats = kb.stats().await.expect("stats");
     assert_eq!(stats.chunks, 1, "{stats:?}");
     assert!(stats.unit_vectors >= 3, "{stats:?}");
-    assert_consistent(&kb);
+    assert_consistent(&kb).await;
 
     // A query like one sentence finds the chunk once, not once per unit.
     let hits = kb
@@ -402,9 +405,12 @@ async fn units_lead_to_their_chunk_and_go_with_it() {
         "the unit that matched: {matched:?}"
     );
 
-    let (files, chunks) = kb.delete(&["docs/mixed.txt".to_string()]).expect("delete");
+    let (files, chunks) = kb
+        .delete(&["docs/mixed.txt".to_string()])
+        .await
+        .expect("delete");
     assert_eq!((files, chunks), (1, 1));
-    let stats = kb.stats().expect("stats");
+    let stats = kb.stats().await.expect("stats");
     assert_eq!((stats.vectors, stats.unit_vectors), (0, 0), "{stats:?}");
 }
 
@@ -468,6 +474,7 @@ async fn the_glossary_connects_an_english_query_to_chinese_notes() {
 
     // The pair goes with its file, and comes back from the manifest.
     kb.delete(&["docs/glossary.txt".to_string()])
+        .await
         .expect("delete");
     assert!(kb.glossary().is_empty());
     ingest(&kb, &docs, false).await;
@@ -550,7 +557,7 @@ async fn hostile_files_are_skipped_with_reasons_and_the_rest_ingests() {
         damaged_text.contains("冲散。\u{fffd}") && damaged_text.contains("醒来以后"),
         "{damaged_text}"
     );
-    assert_consistent(&kb);
+    assert_consistent(&kb).await;
 }
 
 /// A file listed for ingestion and gone before it is read is skipped.
@@ -590,7 +597,7 @@ async fn a_search_during_a_change_sees_the_old_or_the_new_document_never_a_mix()
         KnowledgeBase::open(&work.path().join(".kb"), embedder(), Access::Write).expect("open"),
     );
     ingest(&kb, &docs, false).await;
-    let chunks = kb.stats().expect("stats").chunks;
+    let chunks = kb.stats().await.expect("stats").chunks;
     assert!(chunks >= 4, "several chunks to catch a half: {chunks}");
 
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -632,5 +639,5 @@ async fn a_search_during_a_change_sees_the_old_or_the_new_document_never_a_mix()
     }
     writer.await.expect("writer");
     assert!(searches >= 3, "searches ran during the changes: {searches}");
-    assert_consistent(&kb);
+    assert_consistent(&kb).await;
 }

@@ -325,7 +325,7 @@ pub fn delete(config: &Config, sources: &[String], json: bool, out: &mut impl Wr
                 .join(", ")
         );
     }
-    let (files, chunks) = kb.delete(sources)?;
+    let (files, chunks) = runtime()?.block_on(kb.delete(sources))?;
     if json {
         serde_json::to_writer(&mut *out, &json!({"files": files, "chunks": chunks}))?;
         writeln!(out)?;
@@ -337,7 +337,7 @@ pub fn delete(config: &Config, sources: &[String], json: bool, out: &mut impl Wr
 
 pub fn stats(config: &Config, json: bool, out: &mut impl Write) -> Result<()> {
     let kb = open(config, Access::Read)?;
-    let stats = kb.stats()?;
+    let stats = runtime()?.block_on(kb.stats())?;
     if json {
         serde_json::to_writer_pretty(&mut *out, &stats)?;
         writeln!(out)?;
@@ -362,7 +362,7 @@ pub fn stats(config: &Config, json: bool, out: &mut impl Write) -> Result<()> {
 
 pub fn check(config: &Config, json: bool, out: &mut impl Write) -> Result<()> {
     let kb = open(config, Access::Read)?;
-    let check = kb.check()?;
+    let check = runtime()?.block_on(kb.check())?;
     if json {
         serde_json::to_writer_pretty(&mut *out, &check)?;
         writeln!(out)?;

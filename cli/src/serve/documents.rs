@@ -344,6 +344,7 @@ pub async fn delete(
         .ok_or_else(missing)?;
     let (_, chunks) = kb
         .delete(std::slice::from_ref(&record.source))
+        .await
         .map_err(internal)?;
     // An uploaded file is ours: it goes too. Files ingested from the
     // user's folders stay where they are.

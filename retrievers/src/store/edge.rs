@@ -1,10 +1,13 @@
 //! [`EdgeStore`]: the embedded vector store, the Qdrant engine in process
-//! (`qdrant-edge`): write-ahead log, payload indexes, HNSW.
+//! (`qdrant-edge`): write-ahead log, payload indexes, HNSW. Its calls block
+//! (file I/O), so the [`VectorStore`] methods run them on tokio's blocking
+//! threads.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use kb_core::{Chunk, Condition, Filter, Metadata, ScoredChunk, VectorStore};
+use kb_core::{Chunk, Filter, ScoredChunk, StoredIds, Unit, VectorStore};
 use qdrant_edge::{
     CreateIndex, DEFAULT_VECTOR_NAME, Distance, EdgeConfigBuilder, EdgeShard,
     EdgeVectorParamsBuilder, FieldIndexOperations, JsonPath, NamedQuery, PayloadFieldSchema,
@@ -12,42 +15,11 @@ use qdrant_edge::{
     SearchRequest, UpdateOperation, Vectors, WithPayloadInterface, WithVector,
 };
 use serde_json::{Value, json};
-use uuid::Uuid;
 
+use super::payload::{
+    INDEXED_KEYS, UNIT_FANOUT, UNIT_KEY, chunk_from_payload, payload_of, point_id, to_qdrant_filter,
+};
 use crate::error::{Error, Result};
-
-/// The namespace of the UUIDv5 point ids derived from chunk ids.
-const POINT_NAMESPACE: Uuid = Uuid::from_u128(0x6b62_2d63_6875_6e6b_2d69_6473_2d76_3031);
-
-/// Payload keys with a keyword index: filtering on them is fast.
-pub const INDEXED_KEYS: [&str; 3] = ["source", "doc_id", "chunk_id"];
-
-/// The payload key of a unit's text. A chunk found through a unit carries
-/// it in its metadata: the sentence that matched. (Underscored, so that no
-/// document's own metadata collides with it.)
-pub const UNIT_KEY: &str = "_unit";
-
-/// Points fetched per chunk asked for, so that a chunk matched by several
-/// of its units still leaves room for others.
-const UNIT_FANOUT: usize = 4;
-
-/// A piece of a chunk (a sentence or two) with a vector of its own: a
-/// search that matches it finds the whole chunk. Small units match a
-/// question about one sentence of a chunk that is about other things too.
-#[derive(Debug, Clone, Copy)]
-pub struct Unit<'a> {
-    /// The chunk the unit belongs to.
-    pub chunk: &'a Chunk,
-    /// Its position among the chunk's units.
-    pub n: usize,
-    /// Its text.
-    pub text: &'a str,
-}
-
-/// The point id of a chunk: the UUIDv5 of its id.
-pub fn point_id(chunk_id: &str) -> Uuid {
-    Uuid::new_v5(&POINT_NAMESPACE, chunk_id.as_bytes())
-}
 
 /// A vector store in a local directory, holding each chunk's vector and the
 /// chunk itself as payload, and optionally vectors of the chunk's
@@ -56,7 +28,13 @@ pub fn point_id(chunk_id: &str) -> Uuid {
 /// Cosine similarity; filtered searches on `source` and `doc_id` use payload
 /// indexes. Call [`optimize`](Self::optimize) after a large ingest so that the
 /// HNSW graph is built (searches are exact until then).
+#[derive(Clone)]
 pub struct EdgeStore {
+    shard: Arc<Shard>,
+}
+
+/// The open engine, shared with the blocking threads that call it.
+struct Shard {
     /// Dropped by hand: it flushes as it drops and panics when it cannot.
     shard: std::mem::ManuallyDrop<EdgeShard>,
     dir: PathBuf,
@@ -66,8 +44,8 @@ pub struct EdgeStore {
 impl std::fmt::Debug for EdgeStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EdgeStore")
-            .field("dir", &self.dir)
-            .field("dimension", &self.dimension)
+            .field("dir", &self.shard.dir)
+            .field("dimension", &self.shard.dimension)
             .finish_non_exhaustive()
     }
 }
@@ -126,48 +104,47 @@ impl EdgeStore {
             ));
         }
         Ok(EdgeStore {
-            shard: std::mem::ManuallyDrop::new(shard),
-            dir: dir.to_path_buf(),
-            dimension,
+            shard: Arc::new(Shard {
+                shard: std::mem::ManuallyDrop::new(shard),
+                dir: dir.to_path_buf(),
+                dimension,
+            }),
         })
     }
 
-    /// The vectors' dimension.
-    pub fn dimension(&self) -> usize {
-        self.dimension
-    }
-
-    /// Adds or replaces chunks with their vectors.
-    pub fn upsert_blocking(&self, chunks: &[Chunk], vectors: &[Vec<f32>]) -> Result<()> {
-        self.check_vectors(chunks.len(), vectors)?;
-        if chunks.is_empty() {
+    /// Writes points (key, chunk, unit text) with their vectors.
+    async fn write(
+        &self,
+        keyed: Vec<(String, &Chunk, Option<&str>)>,
+        vectors: &[Vec<f32>],
+    ) -> kb_core::Result<()> {
+        self.shard.check_vectors(keyed.len(), vectors)?;
+        if keyed.is_empty() {
             return Ok(());
         }
-        let points = chunks
+        let points: Vec<_> = keyed
             .iter()
             .zip(vectors)
-            .map(|(chunk, vector)| point(&chunk.id, chunk, None, vector))
+            .map(|((key, chunk, unit), vector)| point(key, chunk, *unit, vector))
             .collect();
-        self.upsert_points(points)
+        self.blocking(move |shard| shard.upsert_points(points))
+            .await
     }
 
-    /// Adds or replaces units of chunks with their vectors.
-    pub fn upsert_units_blocking(&self, units: &[Unit<'_>], vectors: &[Vec<f32>]) -> Result<()> {
-        self.check_vectors(units.len(), vectors)?;
-        if units.is_empty() {
-            return Ok(());
-        }
-        let points = units
-            .iter()
-            .zip(vectors)
-            .map(|(unit, vector)| {
-                let key = format!("{}#{}", unit.chunk.id, unit.n);
-                point(&key, unit.chunk, Some(unit.text), vector)
-            })
-            .collect();
-        self.upsert_points(points)
+    /// Runs `work` on the shard on one of tokio's blocking threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Shard) -> Result<T> + Send + 'static,
+    ) -> kb_core::Result<T> {
+        let shard = Arc::clone(&self.shard);
+        let result = tokio::task::spawn_blocking(move || work(&shard))
+            .await
+            .map_err(|e| edge_error(&self.shard.dir, format!("its task failed: {e}")))?;
+        Ok(result?)
     }
+}
 
+impl Shard {
     fn check_vectors(&self, n: usize, vectors: &[Vec<f32>]) -> Result<()> {
         if n != vectors.len() {
             return Err(Error::InvalidInput(format!(
@@ -196,7 +173,7 @@ impl EdgeStore {
 
     /// Removes the chunks with these ids, and their units (unknown ids are
     /// ignored).
-    pub fn delete_blocking(&self, ids: &[String]) -> Result<()> {
+    fn delete(&self, ids: &[String]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -213,12 +190,7 @@ impl EdgeStore {
 
     /// The `k` nearest chunks to `query` among those `filter` accepts; a
     /// chunk is as near as its nearest vector (its own or a unit's).
-    pub fn search_blocking(
-        &self,
-        query: &[f32],
-        k: usize,
-        filter: Option<&Filter>,
-    ) -> Result<Vec<ScoredChunk>> {
+    fn search(&self, query: &[f32], k: usize, filter: Option<&Filter>) -> Result<Vec<ScoredChunk>> {
         if query.len() != self.dimension {
             return Err(Error::InvalidInput(format!(
                 "a {}-dimensional query for a {}-dimensional store",
@@ -264,12 +236,12 @@ impl EdgeStore {
     }
 
     /// Points stored (chunks and units).
-    pub fn count_blocking(&self) -> usize {
+    fn count(&self) -> usize {
         self.shard.info().points_count
     }
 
     /// Unit points stored.
-    pub fn count_units_blocking(&self) -> Result<usize> {
+    fn count_units(&self) -> Result<usize> {
         let filter = serde_json::from_value(json!({
             "must_not": [{"is_empty": {"key": UNIT_KEY}}]
         }))
@@ -284,8 +256,8 @@ impl EdgeStore {
 
     /// Every stored point's chunk id: (the chunks' own points, the units'
     /// chunks), one entry per point.
-    pub fn ids_blocking(&self) -> Result<(Vec<String>, Vec<String>)> {
-        let (mut chunks, mut units) = (Vec::new(), Vec::new());
+    fn ids(&self) -> Result<StoredIds> {
+        let mut ids = StoredIds::default();
         let fields = ["chunk_id", UNIT_KEY]
             .iter()
             .map(|key| {
@@ -315,27 +287,27 @@ impl EdgeStore {
                     .unwrap_or_default()
                     .to_string();
                 if payload.contains_key(UNIT_KEY) {
-                    units.push(id);
+                    ids.units.push(id);
                 } else {
-                    chunks.push(id);
+                    ids.chunks.push(id);
                 }
             }
             match next {
                 Some(next) => offset = Some(next),
-                None => return Ok((chunks, units)),
+                None => return Ok(ids),
             }
         }
     }
 
     /// Builds the HNSW index and merges segments (blocking; seconds for
     /// 100k points). Returns whether anything was done.
-    pub fn optimize(&self) -> Result<bool> {
+    fn optimize(&self) -> Result<bool> {
         self.shard.optimize().map_err(|e| edge_error(&self.dir, e))
     }
 
     /// Writes buffered changes to disk. The engine panics when it cannot
     /// (a full disk); that becomes an error here.
-    pub fn flush(&self) -> Result<()> {
+    fn flush(&self) -> Result<()> {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.shard.flush())).map_err(
             |_| {
                 edge_error(
@@ -347,7 +319,7 @@ impl EdgeStore {
     }
 }
 
-impl Drop for EdgeStore {
+impl Drop for Shard {
     fn drop(&mut self) {
         // SAFETY: `shard` is taken once, here, and not used after.
         let shard = unsafe { std::mem::ManuallyDrop::take(&mut self.shard) };
@@ -357,19 +329,6 @@ impl Drop for EdgeStore {
     }
 }
 
-/// Qdrant's JSON filter for a kb filter (the same JSON the server takes).
-pub fn to_qdrant_filter(filter: &Filter) -> Value {
-    let condition = |c: &Condition| match c {
-        Condition::Equals { key, value } => json!({"key": key, "match": {"value": value}}),
-        Condition::AnyOf { key, values } => json!({"key": key, "match": {"any": values}}),
-    };
-    json!({
-        "must": filter.must.iter().map(condition).collect::<Vec<_>>(),
-        "must_not": filter.must_not.iter().map(condition).collect::<Vec<_>>(),
-    })
-}
-
-/// Rebuilds a chunk from the payload [`EdgeStore::upsert_blocking`] stored.
 /// A point: `key` names it, `chunk` is its payload, with `unit` when the
 /// vector is a unit's.
 fn point(
@@ -378,46 +337,36 @@ fn point(
     unit: Option<&str>,
     vector: &[f32],
 ) -> qdrant_edge::PointStructPersisted {
-    let mut payload = chunk.metadata.clone();
-    payload.insert("chunk_id".into(), chunk.id.clone().into());
-    payload.insert("doc_id".into(), chunk.doc_id.clone().into());
-    payload.insert("ordinal".into(), chunk.ordinal.into());
-    payload.insert("text".into(), chunk.text.clone().into());
-    if let Some(unit) = unit {
-        payload.insert(UNIT_KEY.into(), unit.into());
-    }
     PointStruct::new(
         PointId::Uuid(point_id(key)),
         Vectors::from(vector.to_vec()),
-        Value::Object(payload),
+        Value::Object(payload_of(chunk, unit)),
     )
     .into()
 }
 
-pub(crate) fn chunk_from_payload(mut payload: Metadata) -> Option<Chunk> {
-    // A unit's text stays in the metadata (UNIT_KEY): the sentence that matched.
-    let id = payload.remove("chunk_id")?.as_str()?.to_string();
-    let doc_id = payload.get("doc_id")?.as_str()?.to_string();
-    payload.remove("doc_id");
-    let ordinal = payload.remove("ordinal")?.as_u64()? as u32;
-    let text = payload.remove("text")?.as_str()?.to_string();
-    Some(Chunk {
-        id,
-        doc_id,
-        ordinal,
-        text,
-        metadata: payload,
-    })
-}
-
 #[async_trait]
 impl VectorStore for EdgeStore {
+    fn dimension(&self) -> usize {
+        self.shard.dimension
+    }
+
     async fn upsert(&self, chunks: &[Chunk], vectors: &[Vec<f32>]) -> kb_core::Result<()> {
-        Ok(self.upsert_blocking(chunks, vectors)?)
+        let keyed = chunks.iter().map(|c| (c.id.clone(), c, None)).collect();
+        self.write(keyed, vectors).await
+    }
+
+    async fn upsert_units(&self, units: &[Unit<'_>], vectors: &[Vec<f32>]) -> kb_core::Result<()> {
+        let keyed = units
+            .iter()
+            .map(|u| (format!("{}#{}", u.chunk.id, u.n), u.chunk, Some(u.text)))
+            .collect();
+        self.write(keyed, vectors).await
     }
 
     async fn delete(&self, ids: &[String]) -> kb_core::Result<()> {
-        Ok(self.delete_blocking(ids)?)
+        let ids = ids.to_vec();
+        self.blocking(move |shard| shard.delete(&ids)).await
     }
 
     async fn search(
@@ -426,11 +375,29 @@ impl VectorStore for EdgeStore {
         k: usize,
         filter: Option<&Filter>,
     ) -> kb_core::Result<Vec<ScoredChunk>> {
-        Ok(self.search_blocking(query, k, filter)?)
+        let (query, filter) = (query.to_vec(), filter.cloned());
+        self.blocking(move |shard| shard.search(&query, k, filter.as_ref()))
+            .await
     }
 
-    async fn count(&self) -> kb_core::Result<usize> {
-        Ok(self.count_blocking())
+    async fn ids(&self) -> kb_core::Result<StoredIds> {
+        self.blocking(Shard::ids).await
+    }
+
+    async fn counts(&self) -> kb_core::Result<(usize, usize)> {
+        self.blocking(|shard| {
+            let units = shard.count_units()?;
+            Ok((shard.count().saturating_sub(units), units))
+        })
+        .await
+    }
+
+    async fn flush(&self) -> kb_core::Result<()> {
+        self.blocking(Shard::flush).await
+    }
+
+    async fn optimize(&self) -> kb_core::Result<bool> {
+        self.blocking(Shard::optimize).await
     }
 }
 
@@ -443,8 +410,8 @@ mod tests {
         v.iter().map(|x| x / n).collect()
     }
 
-    #[test]
-    fn upsert_search_filter_delete_and_reopen() {
+    #[tokio::test]
+    async fn upsert_search_filter_delete_and_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         let chunks = vec![
             Chunk::new("a", 0, "alpha").with_metadata("source", "a.md"),
@@ -458,35 +425,59 @@ mod tests {
         ];
         {
             let store = EdgeStore::open(dir.path(), 3).expect("create");
-            store.upsert_blocking(&chunks, &vectors).expect("upsert");
-            store
-                .upsert_blocking(&chunks, &vectors)
-                .expect("upsert again");
-            assert_eq!(store.count_blocking(), 3);
-            store.flush().expect("flush");
+            store.upsert(&chunks, &vectors).await.expect("upsert");
+            store.upsert(&chunks, &vectors).await.expect("upsert again");
+            assert_eq!(store.counts().await.expect("count"), (3, 0));
+            store.flush().await.expect("flush");
         }
         let store = EdgeStore::open(dir.path(), 3).expect("reopen");
-        assert_eq!(store.count_blocking(), 3);
+        assert_eq!(store.counts().await.expect("count"), (3, 0));
         let hits = store
-            .search_blocking(&unit(&[1.0, 0.0, 0.0]), 2, None)
+            .search(&unit(&[1.0, 0.0, 0.0]), 2, None)
+            .await
             .expect("search");
         assert_eq!(hits[0].chunk, chunks[0]);
         assert_eq!(hits[1].chunk.doc_id, "b");
         let filter: Filter = "source=c.md|b.md".parse().expect("filter");
         let hits = store
-            .search_blocking(&unit(&[1.0, 0.0, 0.0]), 3, Some(&filter))
+            .search(&unit(&[1.0, 0.0, 0.0]), 3, Some(&filter))
+            .await
             .expect("search");
         assert_eq!(hits.len(), 2);
         assert_eq!(hits[0].chunk.doc_id, "b");
         let filter: Filter = "source!=a.md".parse().expect("filter");
         let hits = store
-            .search_blocking(&unit(&[1.0, 0.0, 0.0]), 3, Some(&filter))
+            .search(&unit(&[1.0, 0.0, 0.0]), 3, Some(&filter))
+            .await
             .expect("search");
         assert!(hits.iter().all(|h| h.chunk.doc_id != "a"));
+        // A unit of "c" near the query leads to "c", once, with its text.
+        let near = Unit {
+            chunk: &chunks[2],
+            n: 0,
+            text: "gamma's first sentence",
+        };
         store
-            .delete_blocking(&[chunks[0].id.clone()])
+            .upsert_units(&[near], &[unit(&[1.0, 0.05, 0.0])])
+            .await
+            .expect("units");
+        assert_eq!(store.counts().await.expect("count"), (3, 1));
+        assert_eq!(
+            store.ids().await.expect("ids").units,
+            [chunks[2].id.clone()]
+        );
+        let hits = store
+            .search(&unit(&[1.0, 0.0, 0.0]), 3, None)
+            .await
+            .expect("search");
+        assert_eq!(hits.len(), 3);
+        assert_eq!(hits[1].chunk.id, chunks[2].id);
+        assert_eq!(hits[1].chunk.metadata[UNIT_KEY], "gamma's first sentence");
+        store
+            .delete(&[chunks[0].id.clone(), chunks[2].id.clone()])
+            .await
             .expect("delete");
-        assert_eq!(store.count_blocking(), 2);
+        assert_eq!(store.counts().await.expect("count"), (1, 0));
         drop(store);
         let err = EdgeStore::open(dir.path(), 4).unwrap_err();
         assert!(err.to_string().contains("3-dimensional"), "{err}");
