@@ -1,0 +1,354 @@
+//! The knowledge base itself: opening and locking its directory, its
+//! settings, and searches over it.
+
+use std::fs::{File, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use kb_core::{Embedder, Filter, VectorStore};
+
+use super::*;
+use crate::bm25::Bm25Index;
+use crate::error::{Error, Result};
+use crate::glossary::{self, Glossary, TermPair};
+use crate::hybrid::{
+    Bm25Retriever, Fusion, Hit, HybridRetriever, Rerank, SearchMode, VectorRetriever,
+};
+use crate::manifest::{FileRecord, Manifest};
+use crate::snapshot::Snapshots;
+use crate::store::edge::EdgeStore;
+
+/// A knowledge base in a directory: see the [module docs](super).
+pub struct KnowledgeBase {
+    pub(super) dir: PathBuf,
+    pub(super) root: PathBuf,
+    pub(super) manifest: Mutex<Manifest>,
+    pub(super) vectors: Arc<dyn VectorStore>,
+    pub(super) bm25: Arc<Bm25Index>,
+    pub(super) embedder: Arc<dyn Embedder>,
+    pub(super) fusion: Fusion,
+    pub(super) rerank: Option<Rerank>,
+    /// The term pairs of its files, for cross-language query expansion.
+    pub(super) glossary: RwLock<Arc<Glossary>>,
+    pub(super) expand_queries: bool,
+    pub(super) writable: bool,
+    /// Searches read between changes, not inside one.
+    pub(super) snapshots: Arc<Snapshots>,
+    pub(super) _lock: File,
+}
+
+impl std::fmt::Debug for KnowledgeBase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KnowledgeBase")
+            .field("dir", &self.dir)
+            .field("embedder", &self.embedder.id())
+            .finish_non_exhaustive()
+    }
+}
+
+pub(super) fn io<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Free space a change needs on the knowledge base's disk: the vector store
+/// maps 32 MiB pages and log segments into memory, and writing a mapped page
+/// that the disk cannot hold kills the process (SIGBUS) instead of failing.
+pub const MIN_FREE_SPACE: u64 = 128 << 20;
+
+/// [`Error::DiskFull`] unless the disk holding `dir` has
+/// [`MIN_FREE_SPACE`] free. Space that cannot be measured passes.
+pub(super) fn ensure_space(dir: &Path) -> Result<()> {
+    match fs4::available_space(dir) {
+        Ok(available) if available < MIN_FREE_SPACE => Err(Error::DiskFull {
+            dir: dir.to_path_buf(),
+            available,
+            needed: MIN_FREE_SPACE,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// [`Error::ReadOnly`] when `e` says `dir` may not be written, else what
+/// `io` makes of it.
+pub(super) fn read_only(dir: &Path, action: &'static str, path: &Path, e: std::io::Error) -> Error {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => {
+            Error::ReadOnly(dir.to_path_buf())
+        }
+        _ => io(action, path)(e),
+    }
+}
+
+impl KnowledgeBase {
+    /// Opens the knowledge base in `dir` with `embedder`.
+    ///
+    /// Fails clearly when another process writes to it, when it was built
+    /// with another embedder (id or dimension), or, for [`Access::Read`],
+    /// when it does not exist. A writer first removes what an interrupted
+    /// run left behind.
+    pub fn open(dir: &Path, embedder: Arc<dyn Embedder>, access: Access) -> Result<Self> {
+        let manifest_path = dir.join("manifest.db");
+        if access == Access::Read && !Self::exists(dir) {
+            return Err(Error::Missing(dir.to_path_buf()));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| read_only(dir, "creating", dir, e))?;
+        let lock_path = dir.join("lock");
+        // Even a search writes (the vector store locks its log), so a
+        // directory this user may not write is refused up front.
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| read_only(dir, "opening", &lock_path, e))?;
+        // Qdrant's engine locks its write-ahead log even to read, so readers
+        // take the lock alone too; they queue briefly instead of failing.
+        let deadline = Instant::now()
+            + if access == Access::Read {
+                READ_WAIT
+            } else {
+                Duration::ZERO
+            };
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(Error::Busy(format!(
+                        "{} is in use by another kb process (an ingest, or a running \
+                         `kb serve`: ask it over HTTP instead); try again when it finishes",
+                        dir.display(),
+                    )));
+                }
+                Err(TryLockError::Error(e)) => return Err(io("locking", &lock_path)(e)),
+            }
+        }
+        if access == Access::Rebuild {
+            for part in ["manifest.db", "manifest.db-wal", "manifest.db-shm"] {
+                let p = dir.join(part);
+                if p.exists() {
+                    std::fs::remove_file(&p).map_err(io("removing", &p))?;
+                }
+            }
+            for part in ["vectors", "bm25"] {
+                let p = dir.join(part);
+                if p.exists() {
+                    std::fs::remove_dir_all(&p).map_err(io("removing", &p))?;
+                }
+            }
+        }
+        // Opening the vector store writes too (a fresh log segment).
+        ensure_space(dir)?;
+        let manifest = Manifest::open(&manifest_path)?;
+        let (id, dimension) = (embedder.id().to_string(), embedder.dimension());
+        match (manifest.meta("embedder")?, manifest.meta("dimension")?) {
+            (Some(built_with), Some(built_dimension)) => {
+                let built_dimension = built_dimension.parse().unwrap_or(0);
+                if built_with != id || built_dimension != dimension {
+                    return Err(Error::EmbedderMismatch {
+                        built_with,
+                        built_dimension,
+                        requested: id,
+                        requested_dimension: dimension,
+                    });
+                }
+            }
+            _ => {
+                manifest.set_meta("embedder", &id)?;
+                manifest.set_meta("dimension", &dimension.to_string())?;
+            }
+        }
+        let vectors: Arc<dyn VectorStore> =
+            Arc::new(EdgeStore::open(&dir.join("vectors"), dimension)?);
+        let bm25 = Arc::new(Bm25Index::open(&dir.join("bm25"))?);
+        let glossary = load_glossary(&manifest, &bm25, access != Access::Read)?;
+        let root = dir
+            .canonicalize()
+            .map_err(io("resolving", dir))?
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let kb = KnowledgeBase {
+            dir: dir.to_path_buf(),
+            root,
+            manifest: Mutex::new(manifest),
+            vectors,
+            bm25,
+            embedder,
+            fusion: Fusion::default(),
+            rerank: None,
+            glossary: RwLock::new(Arc::new(glossary)),
+            expand_queries: true,
+            writable: access != Access::Read,
+            snapshots: Arc::default(),
+            _lock: lock,
+        };
+        Ok(kb)
+    }
+
+    /// Whether `dir` holds a knowledge base.
+    pub fn exists(dir: &Path) -> bool {
+        dir.join("manifest.db").is_file()
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The embedder.
+    pub fn embedder(&self) -> &Arc<dyn Embedder> {
+        &self.embedder
+    }
+
+    /// Sets how hybrid search fuses its two rankings.
+    pub fn set_fusion(&mut self, fusion: Fusion) {
+        self.fusion = fusion;
+    }
+
+    /// Whether searches add the other language's name of the glossary terms
+    /// a query contains (on by default; see [`glossary`](crate::glossary)).
+    pub fn set_query_expansion(&mut self, on: bool) {
+        self.expand_queries = on;
+    }
+
+    /// The term pairs the knowledge base's files define.
+    pub fn glossary(&self) -> Arc<Glossary> {
+        match self.glossary.read() {
+            Ok(glossary) => glossary.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub(super) fn reload_glossary(&self) -> Result<()> {
+        let fresh = Arc::new(Glossary::new(self.manifest()?.terms()?));
+        match self.glossary.write() {
+            Ok(mut glossary) => *glossary = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        Ok(())
+    }
+
+    /// Sets the reranker that reorders the best hits of every search (none
+    /// by default).
+    pub fn set_rerank(&mut self, rerank: Option<Rerank>) {
+        self.rerank = rerank;
+    }
+
+    pub(super) fn manifest(&self) -> Result<MutexGuard<'_, Manifest>> {
+        self.manifest
+            .lock()
+            .map_err(|_| Error::Index("the manifest lock is poisoned".into()))
+    }
+
+    /// How a file is named in the knowledge base: its path relative to the
+    /// folder that holds the knowledge-base directory when it is inside it
+    /// (`docs/guide.md` for `./.kb`), otherwise its absolute path.
+    pub fn source_name(&self, path: &Path) -> String {
+        let absolute = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        let shown = absolute.strip_prefix(&self.root).unwrap_or(&absolute);
+        shown.to_string_lossy().replace('\\', "/")
+    }
+
+    /// Runs `work` on the BM25 index on one of tokio's blocking threads (it
+    /// reads and writes files).
+    pub(super) async fn on_bm25<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Bm25Index) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let bm25 = Arc::clone(&self.bm25);
+        tokio::task::spawn_blocking(move || work(&bm25))
+            .await
+            .map_err(|e| Error::Index(format!("BM25 index task failed: {e}")))?
+    }
+
+    pub(super) fn require_writable(&self) -> Result<()> {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(Error::InvalidInput(
+                "the knowledge base was opened for reading".into(),
+            ))
+        }
+    }
+
+    /// Every ingested file.
+    pub fn files(&self) -> Result<Vec<FileRecord>> {
+        self.manifest()?.files()
+    }
+
+    /// Builds the vector index (HNSW) now; worthwhile after large ingests.
+    pub async fn optimize(&self) -> Result<bool> {
+        self.require_writable()?;
+        Ok(self.vectors.optimize().await?)
+    }
+
+    /// A retriever over this knowledge base, restricted to `filter`.
+    pub fn retriever(&self, filter: Option<Filter>) -> HybridRetriever {
+        HybridRetriever::new(
+            VectorRetriever::new(self.embedder.clone(), self.vectors.clone()),
+            Bm25Retriever::new(self.bm25.clone()),
+            self.fusion,
+        )
+        .with_rerank(self.rerank.clone())
+        .with_glossary(self.expand_queries.then(|| self.glossary()))
+        .with_filter(filter)
+        .with_snapshots(self.snapshots.clone())
+    }
+
+    /// The `k` best chunks for `query`, with their rank in each index.
+    pub async fn search(
+        &self,
+        query: &str,
+        k: usize,
+        filter: Option<&Filter>,
+        mode: SearchMode,
+    ) -> kb_core::Result<Vec<Hit>> {
+        self.retriever(filter.cloned()).search(query, k, mode).await
+    }
+}
+
+/// The glossary recorded in the manifest. A knowledge base built before
+/// glossaries existed gets one mined from its stored chunks, kept when it is
+/// opened for writing.
+pub(super) fn load_glossary(
+    manifest: &Manifest,
+    bm25: &Bm25Index,
+    writable: bool,
+) -> Result<Glossary> {
+    const MINED: &str = "glossary";
+    if manifest.meta(MINED)?.is_some() {
+        return Ok(Glossary::new(manifest.terms()?));
+    }
+    let terms: Vec<(String, TermPair)> = bm25
+        .chunks()?
+        .iter()
+        .flat_map(|chunk| {
+            let source = chunk
+                .metadata
+                .get("source")
+                .and_then(|s| s.as_str())
+                .unwrap_or(&chunk.doc_id)
+                .to_string();
+            glossary::mine(&chunk.text)
+                .into_iter()
+                .map(move |pair| (source.clone(), pair))
+        })
+        .collect();
+    if writable {
+        manifest.add_terms(&terms)?;
+        manifest.set_meta(MINED, "1")?;
+    }
+    Ok(Glossary::new(terms.into_iter().map(|(_, pair)| pair)))
+}

@@ -1,0 +1,398 @@
+//! Ingestion: files in, chunks and their units embedded, both indexes
+//! changed inside a manifest change that a crash can undo.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use kb_core::{Chunk, Document, Embedder, Unit};
+use sha2::{Digest, Sha256};
+
+use super::base::ensure_space;
+use super::*;
+use crate::error::{Error, Result};
+use crate::glossary::{self, TermPair};
+use crate::loader::FileEntry;
+use crate::manifest::FileRecord;
+use crate::splitter::{MarkdownSplitter, RecursiveSplitter};
+
+/// A file's new state, waiting to be committed.
+pub(super) struct FileWork {
+    record: FileRecord,
+    chunks: Vec<Chunk>,
+    /// The term pairs its chunks define.
+    terms: Vec<TermPair>,
+    old_ids: Vec<String>,
+    is_new: bool,
+}
+
+impl KnowledgeBase {
+    /// Ingests files and folders: new and changed files are read, split,
+    /// embedded and indexed; unchanged ones (same size and modification
+    /// time, or same content) are skipped.
+    pub async fn ingest(
+        &self,
+        paths: &[PathBuf],
+        options: &IngestOptions,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<IngestReport> {
+        self.require_writable()?;
+        let started = Instant::now();
+        let mut report = IngestReport {
+            recovered: self.recover().await?,
+            ..IngestReport::default()
+        };
+        let mut entries: Vec<(FileEntry, String)> = Vec::new();
+        let mut prune_roots: Vec<String> = Vec::new();
+        for path in paths {
+            let (files, skipped) = options.loader.files(path)?;
+            report.skipped.extend(skipped);
+            if path.is_dir() {
+                let mut root = self.source_name(path);
+                if !root.is_empty() && !root.ends_with('/') {
+                    root.push('/');
+                }
+                prune_roots.push(root);
+            }
+            for file in files {
+                let source = self.source_name(&file.path);
+                entries.push((file, source));
+            }
+        }
+        report.files = entries.len();
+        let splitter = MarkdownSplitter::with_splitter(RecursiveSplitter::new(
+            options.chunk_size.max(1),
+            options.chunk_overlap.min(options.chunk_size / 2),
+        ));
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut batch: Vec<FileWork> = Vec::new();
+        let mut batch_chunks = 0;
+        for (i, (file, source)) in entries.iter().enumerate() {
+            progress(Progress::Files {
+                done: i,
+                total: entries.len(),
+            });
+            if !seen.insert(source.clone()) {
+                continue;
+            }
+            let existing = self.manifest()?.file(source)?;
+            if let Some(record) = &existing
+                && record.size == file.size
+                && record.mtime_ns == file.mtime_ns
+            {
+                report.unchanged += 1;
+                continue;
+            }
+            let loaded = options.loader.load_entry(file);
+            let unreadable = loaded.documents.is_empty() && !loaded.skipped.is_empty();
+            report
+                .skipped
+                .extend(loaded.skipped.into_iter().map(|mut s| {
+                    s.path = format!(
+                        "{source}{}",
+                        s.path.strip_prefix(&file.relative).unwrap_or("")
+                    );
+                    s
+                }));
+            if unreadable {
+                // Keep what an earlier, readable version of the file gave.
+                continue;
+            }
+            let hash = content_hash(&loaded.documents);
+            if let Some(record) = &existing
+                && record.hash == hash
+            {
+                self.manifest()?.touch(source, file.size, file.mtime_ns)?;
+                report.unchanged += 1;
+                continue;
+            }
+            let chunks = split(&loaded.documents, source, &file.relative, &splitter);
+            let title = loaded
+                .documents
+                .first()
+                .and_then(|d| d.metadata.get("title"))
+                .and_then(|t| t.as_str())
+                .unwrap_or_default()
+                .to_string();
+            batch_chunks += chunks.len();
+            batch.push(FileWork {
+                record: FileRecord {
+                    source: source.clone(),
+                    hash,
+                    size: file.size,
+                    mtime_ns: file.mtime_ns,
+                    title,
+                    documents: loaded.documents.len(),
+                    chunk_ids: chunks.iter().map(|c| c.id.clone()).collect(),
+                    ingested_at: now(),
+                },
+                terms: chunks
+                    .iter()
+                    .flat_map(|c| glossary::mine(&c.text))
+                    .collect(),
+                chunks,
+                old_ids: existing
+                    .as_ref()
+                    .map(|r| r.chunk_ids.clone())
+                    .unwrap_or_default(),
+                is_new: existing.is_none(),
+            });
+            if batch_chunks >= options.batch_chunks {
+                self.commit_batch(std::mem::take(&mut batch), options, &mut report, progress)
+                    .await?;
+                batch_chunks = 0;
+            }
+        }
+        self.commit_batch(batch, options, &mut report, progress)
+            .await?;
+        progress(Progress::Files {
+            done: entries.len(),
+            total: entries.len(),
+        });
+        if options.prune && !prune_roots.is_empty() {
+            let gone: Vec<String> = self
+                .manifest()?
+                .files()?
+                .into_iter()
+                .map(|f| f.source)
+                .filter(|s| !seen.contains(s) && prune_roots.iter().any(|r| s.starts_with(r)))
+                .collect();
+            let (files, chunks) = self.remove_sources(&gone).await?;
+            report.removed += files;
+            report.chunks_removed += chunks;
+        }
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    pub(super) async fn commit_batch(
+        &self,
+        batch: Vec<FileWork>,
+        options: &IngestOptions,
+        report: &mut IngestReport,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // Only chunks not already indexed need embedding: an id is a hash of
+        // the chunk's content and place.
+        let mut to_write: Vec<Chunk> = Vec::new();
+        let mut to_remove: Vec<String> = Vec::new();
+        let mut touched: Vec<String> = Vec::new();
+        for work in &batch {
+            let old: HashSet<&String> = work.old_ids.iter().collect();
+            let new: HashSet<&String> = work.record.chunk_ids.iter().collect();
+            to_write.extend(work.chunks.iter().filter(|c| !old.contains(&c.id)).cloned());
+            to_remove.extend(work.old_ids.iter().filter(|id| !new.contains(id)).cloned());
+            touched.extend(work.old_ids.iter().cloned());
+            touched.extend(work.record.chunk_ids.iter().cloned());
+        }
+        let embed_started = Instant::now();
+        let units = units_of(&to_write, options.unit_size);
+        let mut texts: Vec<&str> = to_write.iter().map(|c| c.text.as_str()).collect();
+        texts.extend(units.iter().map(|(_, _, embedded)| embedded.as_str()));
+        let mut vectors: Vec<Vec<f32>> = Vec::with_capacity(texts.len());
+        for part in texts.chunks(32) {
+            let embedded = self
+                .embedder
+                .embed_documents(part)
+                .await
+                .map_err(|e| Error::Embedding(e.to_string()))?;
+            vectors.extend(embedded);
+            progress(Progress::Embedding {
+                done: vectors.len(),
+                total: texts.len(),
+            });
+        }
+        let unit_vectors = vectors.split_off(to_write.len());
+        let units: Vec<Unit<'_>> = units
+            .iter()
+            .map(|(chunk, n, text)| Unit {
+                chunk: &to_write[*chunk],
+                n: *n,
+                text,
+            })
+            .collect();
+        report.embedding_time += embed_started.elapsed();
+
+        let sources: Vec<&str> = batch.iter().map(|w| w.record.source.as_str()).collect();
+        ensure_space(&self.dir)?;
+        let change = self.snapshots.write().await;
+        self.manifest()?.begin_change(&sources, &touched)?;
+        self.vectors.delete(&to_remove).await?;
+        self.vectors.upsert(&to_write, &vectors).await?;
+        self.vectors.upsert_units(&units, &unit_vectors).await?;
+        let (removed, written) = (to_remove.clone(), to_write.clone());
+        self.on_bm25(move |bm25| {
+            bm25.delete(&removed)?;
+            bm25.upsert(&written)?;
+            bm25.commit()
+        })
+        .await?;
+        self.vectors.flush().await?;
+        let records: Vec<FileRecord> = batch.iter().map(|w| w.record.clone()).collect();
+        let terms: Vec<(String, TermPair)> = batch
+            .iter()
+            .flat_map(|w| w.terms.iter().map(|t| (w.record.source.clone(), t.clone())))
+            .collect();
+        self.manifest()?.commit_change(&records, &terms)?;
+        self.reload_glossary()?;
+        drop(change);
+
+        for work in &batch {
+            if work.is_new {
+                report.added += 1;
+            } else {
+                report.updated += 1;
+            }
+        }
+        report.chunks_written += to_write.len();
+        report.chunks_removed += to_remove.len();
+        Ok(())
+    }
+
+    /// Removes files (by source name, as [`files`](Self::files) lists them)
+    /// and their chunks. Returns (files, chunks) removed.
+    pub async fn delete(&self, sources: &[String]) -> Result<(usize, usize)> {
+        self.require_writable()?;
+        self.recover().await?;
+        self.remove_sources(sources).await
+    }
+
+    pub(super) async fn remove_sources(&self, sources: &[String]) -> Result<(usize, usize)> {
+        let mut ids = Vec::new();
+        let mut found = Vec::new();
+        {
+            let manifest = self.manifest()?;
+            for source in sources {
+                if let Some(record) = manifest.file(source)? {
+                    ids.extend(record.chunk_ids);
+                    found.push(source.as_str());
+                }
+            }
+        }
+        if found.is_empty() {
+            return Ok((0, 0));
+        }
+        ensure_space(&self.dir)?;
+        let _change = self.snapshots.write().await;
+        self.manifest()?.begin_change(&found, &ids)?;
+        self.remove_chunks(&ids).await?;
+        self.manifest()?.commit_change(&[], &[])?;
+        self.reload_glossary()?;
+        Ok((found.len(), ids.len()))
+    }
+
+    /// Removes from both indexes what an interrupted change left behind.
+    ///
+    /// Locks are taken in one order everywhere: the snapshot lock, then the
+    /// manifest.
+    pub(super) async fn recover(&self) -> Result<usize> {
+        let orphans = {
+            let manifest = self.manifest()?;
+            if !manifest.has_pending()? {
+                return Ok(0);
+            }
+            manifest.orphans()?
+        };
+        ensure_space(&self.dir)?;
+        let _change = self.snapshots.write().await;
+        self.remove_chunks(&orphans).await?;
+        self.manifest()?.clear_pending()?;
+        tracing::info!(
+            orphans = orphans.len(),
+            "recovered from an interrupted ingestion"
+        );
+        Ok(orphans.len())
+    }
+
+    /// Removes chunks from both indexes, durably (inside a change).
+    pub(super) async fn remove_chunks(&self, ids: &[String]) -> Result<()> {
+        self.vectors.delete(ids).await?;
+        let removed = ids.to_vec();
+        self.on_bm25(move |bm25| {
+            bm25.delete(&removed)?;
+            bm25.commit()
+        })
+        .await?;
+        Ok(self.vectors.flush().await?)
+    }
+}
+
+/// The units of each chunk as (chunk index, unit number, text to embed):
+/// pieces of at most `unit_size` characters cut at sentence boundaries. A
+/// chunk that makes only one unit has none: its own vector serves. (Units
+/// are embedded without the chunk's heading path: on the sample corpus the
+/// path made them worse, since `#` comments in code read as headings.)
+pub(super) fn units_of(chunks: &[Chunk], unit_size: usize) -> Vec<(usize, usize, String)> {
+    if unit_size == 0 {
+        return Vec::new();
+    }
+    let splitter = RecursiveSplitter::new(unit_size, 0);
+    let mut units = Vec::new();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let pieces = splitter.split(&chunk.text);
+        if pieces.len() < 2 {
+            continue;
+        }
+        for (n, piece) in pieces.into_iter().enumerate() {
+            units.push((i, n, piece.text));
+        }
+    }
+    units
+}
+
+/// SHA-256 over a file's documents, as they were read.
+pub(super) fn content_hash(documents: &[Document]) -> String {
+    let mut hasher = Sha256::new();
+    for d in documents {
+        hasher.update((d.id.len() as u64).to_le_bytes());
+        hasher.update(d.id.as_bytes());
+        hasher.update((d.text.len() as u64).to_le_bytes());
+        hasher.update(d.text.as_bytes());
+        if let Some(title) = d.metadata.get("title").and_then(|t| t.as_str()) {
+            hasher.update(title.as_bytes());
+        }
+    }
+    let digest = hasher.finalize();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The chunks of a file's documents, ids and metadata in the knowledge
+/// base's naming (`source`, `doc_id` = source plus the record suffix).
+pub(super) fn split(
+    documents: &[Document],
+    source: &str,
+    relative: &str,
+    splitter: &MarkdownSplitter,
+) -> Vec<Chunk> {
+    let mut chunks = Vec::new();
+    for document in documents {
+        let suffix = document.id.strip_prefix(relative).unwrap_or("");
+        let doc_id = format!("{source}{suffix}");
+        let title = document.metadata.get("title").cloned();
+        for (ordinal, split) in splitter.split(&document.text).into_iter().enumerate() {
+            let mut chunk = Chunk::new(doc_id.clone(), ordinal as u32, split.text.clone());
+            chunk.metadata.insert("source".into(), source.into());
+            if let Some(title) = &title {
+                chunk.metadata.insert("title".into(), title.clone());
+            }
+            if !split.headings.is_empty() {
+                chunk
+                    .metadata
+                    .insert("headings".into(), split.heading_path().into());
+            }
+            chunk.metadata.insert("start".into(), split.start.into());
+            chunk.metadata.insert("end".into(), split.end.into());
+            chunks.push(chunk);
+        }
+    }
+    chunks
+}
+
+pub(super) fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
