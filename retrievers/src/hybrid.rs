@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use kb_core::{Chunk, Embedder, Filter, Reranker, Retriever, ScoredChunk, VectorStore};
 use serde::{Deserialize, Serialize};
 
+use crate::blocking::run_blocking;
 use crate::bm25::Bm25Index;
 use crate::glossary::Glossary;
 use crate::snapshot::Snapshots;
@@ -181,10 +182,8 @@ impl Bm25Retriever {
     async fn search(&self, query: &str, k: usize) -> kb_core::Result<Vec<ScoredChunk>> {
         let index = Arc::clone(&self.index);
         let (query, filter) = (query.to_string(), self.filter.clone());
-        let hits = tokio::task::spawn_blocking(move || index.search(&query, k, filter.as_ref()))
-            .await
-            .map_err(|e| kb_core::Error::Retrieval(format!("BM25 search task failed: {e}")))??;
-        Ok(hits)
+        let search = move || index.search(&query, k, filter.as_ref());
+        Ok(run_blocking("a BM25 search", search).await?)
     }
 }
 
@@ -358,20 +357,26 @@ impl HybridRetriever {
                 Some(snapshots) => Some(snapshots.read().await),
                 None => None,
             };
-            let vector_hits = match &vector {
-                Some(v) => {
-                    self.vector
-                        .store
-                        .search(v, depth, self.vector.filter.as_ref())
-                        .await?
+            // Both indexes at once, each on a blocking thread.
+            let vector_hits = async {
+                match &vector {
+                    Some(v) => {
+                        self.vector
+                            .store
+                            .search(v, depth, self.vector.filter.as_ref())
+                            .await
+                    }
+                    None => Ok(Vec::new()),
                 }
-                None => Vec::new(),
             };
-            let bm25_hits = match mode {
-                SearchMode::Vector => Vec::new(),
-                _ => self.bm25.search(&query, depth).await?,
+            let bm25_hits = async {
+                match mode {
+                    SearchMode::Vector => Ok(Vec::new()),
+                    _ => self.bm25.search(&query, depth).await,
+                }
             };
-            (vector_hits, bm25_hits)
+            let (vector_hits, bm25_hits) = tokio::join!(vector_hits, bm25_hits);
+            (vector_hits?, bm25_hits?)
         };
         Ok(match mode {
             SearchMode::Vector => single(vector_hits, true),

@@ -19,6 +19,7 @@
 //! assert_eq!(splits.len(), 1);
 //! ```
 
+mod blocking;
 mod bm25;
 mod error;
 pub mod glossary;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use kb_core::{Embedder, Filter, VectorStore};
 
 use super::*;
+use crate::blocking::run_blocking;
 use crate::bm25::Bm25Index;
 use crate::error::{Error, Result};
 use crate::glossary::{self, Glossary, TermPair};
@@ -268,9 +269,7 @@ impl KnowledgeBase {
         work: impl FnOnce(&Bm25Index) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let bm25 = Arc::clone(&self.bm25);
-        tokio::task::spawn_blocking(move || work(&bm25))
-            .await
-            .map_err(|e| Error::Index(format!("BM25 index task failed: {e}")))?
+        run_blocking("a BM25 index task", move || work(&bm25)).await
     }
 
     pub(super) fn require_writable(&self) -> Result<()> {

@@ -223,10 +223,10 @@ impl KnowledgeBase {
         self.vectors.delete(&to_remove).await?;
         self.vectors.upsert(&to_write, &vectors).await?;
         self.vectors.upsert_units(&units, &unit_vectors).await?;
-        let (removed, written) = (to_remove.clone(), to_write.clone());
+        let (removed, written) = (to_remove.len(), to_write.len());
         self.on_bm25(move |bm25| {
-            bm25.delete(&removed)?;
-            bm25.upsert(&written)?;
+            bm25.delete(&to_remove)?;
+            bm25.upsert(&to_write)?;
             bm25.commit()
         })
         .await?;
@@ -247,8 +247,8 @@ impl KnowledgeBase {
                 report.updated += 1;
             }
         }
-        report.chunks_written += to_write.len();
-        report.chunks_removed += to_remove.len();
+        report.chunks_written += written;
+        report.chunks_removed += removed;
         Ok(())
     }
 

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use super::payload::{
     INDEXED_KEYS, UNIT_FANOUT, UNIT_KEY, chunk_from_payload, payload_of, point_id, to_qdrant_filter,
 };
+use crate::blocking::run_blocking;
 use crate::error::{Error, Result};
 
 /// A vector store in a local directory, holding each chunk's vector and the
@@ -137,10 +138,7 @@ impl EdgeStore {
         work: impl FnOnce(&Shard) -> Result<T> + Send + 'static,
     ) -> kb_core::Result<T> {
         let shard = Arc::clone(&self.shard);
-        let result = tokio::task::spawn_blocking(move || work(&shard))
-            .await
-            .map_err(|e| edge_error(&self.shard.dir, format!("its task failed: {e}")))?;
-        Ok(result?)
+        Ok(run_blocking("a vector store task", move || work(&shard)).await?)
     }
 }
 
