@@ -62,6 +62,15 @@ pub struct GlobalArgs {
     #[arg(long, value_name = "DIR", global = true)]
     pub home: Option<PathBuf>,
 
+    /// Keep the vectors on this Qdrant server (gRPC URL, e.g. http://localhost:6334)
+    /// instead of in DIR [env: KB_VECTOR_URL]; more settings in kb.toml's [vector]
+    #[arg(long, value_name = "URL", global = true)]
+    pub vector_url: Option<String>,
+
+    /// The collection on the vector server [env: KB_VECTOR_COLLECTION] [default: kb]
+    #[arg(long, value_name = "NAME", global = true)]
+    pub collection: Option<String>,
+
     /// More log output on stderr: -v info, -vv debug, -vvv trace (RUST_LOG overrides)
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
@@ -76,6 +85,11 @@ impl GlobalArgs {
             embedder: self.embedder.clone(),
             home: self.home.clone(),
             retrieval: None,
+            vector: crate::config::VectorLayer {
+                url: self.vector_url.clone(),
+                collection: self.collection.clone(),
+                ..Default::default()
+            },
         }
     }
 }

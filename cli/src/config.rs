@@ -175,6 +175,184 @@ pub struct Layer {
     pub home: Option<PathBuf>,
     /// How search ranks (`[retrieval]`; files only).
     pub retrieval: Option<Retrieval>,
+    /// Where the vectors live (`[vector]`).
+    #[serde(default)]
+    pub vector: VectorLayer,
+}
+
+/// The `[vector]` table of `kb.toml`, or its `KB_VECTOR_*` variables: a
+/// Qdrant server or cluster for the vectors instead of the embedded store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VectorLayer {
+    /// The server's gRPC URL (`http://host:6334`, `https://…` for TLS).
+    pub url: Option<String>,
+    /// Its API key.
+    pub api_key: Option<String>,
+    /// The collection.
+    pub collection: Option<String>,
+    /// Shards of a new collection.
+    pub shards: Option<u32>,
+    /// Copies of each shard in a new collection.
+    pub replicas: Option<u32>,
+    /// Replicas that must acknowledge each write, in a new collection.
+    pub write_consistency: Option<u32>,
+    /// Seconds one request may take.
+    pub timeout_secs: Option<u64>,
+}
+
+/// (field, environment variable) of the `[vector]` settings.
+const VECTOR_ENV: [(&str, &str); 7] = [
+    ("url", "KB_VECTOR_URL"),
+    ("api_key", "KB_VECTOR_API_KEY"),
+    ("collection", "KB_VECTOR_COLLECTION"),
+    ("shards", "KB_VECTOR_SHARDS"),
+    ("replicas", "KB_VECTOR_REPLICAS"),
+    ("write_consistency", "KB_VECTOR_WRITE_CONSISTENCY"),
+    ("timeout_secs", "KB_VECTOR_TIMEOUT_SECS"),
+];
+
+impl VectorLayer {
+    fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let number = |name: &str| -> Result<Option<u32>> {
+            get(name)
+                .map(|v| {
+                    v.trim()
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .with_context(|| format!("{name}={v:?} is not a whole number ≥ 1"))
+                })
+                .transpose()
+        };
+        Ok(VectorLayer {
+            url: get("KB_VECTOR_URL"),
+            api_key: get("KB_VECTOR_API_KEY"),
+            collection: get("KB_VECTOR_COLLECTION"),
+            shards: number("KB_VECTOR_SHARDS")?,
+            replicas: number("KB_VECTOR_REPLICAS")?,
+            write_consistency: number("KB_VECTOR_WRITE_CONSISTENCY")?,
+            timeout_secs: number("KB_VECTOR_TIMEOUT_SECS")?.map(u64::from),
+        })
+    }
+}
+
+/// Where the vectors live, each value with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Vector {
+    /// The server's URL; unset, the embedded store in the knowledge base's
+    /// directory.
+    pub url: Setting<Option<String>>,
+    /// The API key (never shown).
+    #[serde(serialize_with = "hidden")]
+    pub api_key: Setting<Option<String>>,
+    pub collection: Setting<String>,
+    pub shards: Setting<Option<u32>>,
+    pub replicas: Setting<Option<u32>>,
+    pub write_consistency: Setting<Option<u32>>,
+    pub timeout_secs: Setting<u64>,
+}
+
+fn hidden<S: serde::Serializer>(
+    key: &Setting<Option<String>>,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    Setting {
+        value: key.value.as_ref().map(|_| "(set)"),
+        source: key.source.clone(),
+    }
+    .serialize(serializer)
+}
+
+impl Vector {
+    /// The backend these settings name.
+    pub fn backend(&self) -> kb_retrievers::VectorBackend {
+        match &self.url.value {
+            None => kb_retrievers::VectorBackend::Embedded,
+            Some(url) => kb_retrievers::VectorBackend::Qdrant(kb_retrievers::QdrantOptions {
+                url: url.clone(),
+                api_key: self.api_key.value.clone(),
+                collection: self.collection.value.clone(),
+                shards: self.shards.value,
+                replicas: self.replicas.value,
+                write_consistency: self.write_consistency.value,
+                timeout: std::time::Duration::from_secs(self.timeout_secs.value.max(1)),
+            }),
+        }
+    }
+
+    fn rows(&self) -> Vec<(&'static str, String, &Source)> {
+        let show = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+        let number = |v: Option<u32>| show(v.map(|n| n.to_string()));
+        vec![
+            (
+                "vector.url",
+                show(self.url.value.clone()).replace('-', "- (embedded)"),
+                &self.url.source,
+            ),
+            (
+                "vector.api_key",
+                show(self.api_key.value.as_ref().map(|_| "(set)".into())),
+                &self.api_key.source,
+            ),
+            (
+                "vector.collection",
+                self.collection.value.clone(),
+                &self.collection.source,
+            ),
+            (
+                "vector.shards",
+                number(self.shards.value),
+                &self.shards.source,
+            ),
+            (
+                "vector.replicas",
+                number(self.replicas.value),
+                &self.replicas.source,
+            ),
+            (
+                "vector.write_consistency",
+                number(self.write_consistency.value),
+                &self.write_consistency.source,
+            ),
+            (
+                "vector.timeout_secs",
+                self.timeout_secs.value.to_string(),
+                &self.timeout_secs.source,
+            ),
+        ]
+    }
+}
+
+/// The first of (flag, env, file) that is set, with its source, else the
+/// default.
+fn layered<T>(
+    flag: (Option<T>, &'static str),
+    env: (Option<T>, &'static str),
+    file: (Option<T>, &dyn Fn() -> Source),
+    default: T,
+) -> Setting<T> {
+    if let Some(value) = flag.0 {
+        Setting {
+            value,
+            source: Source::Flag(flag.1),
+        }
+    } else if let Some(value) = env.0 {
+        Setting {
+            value,
+            source: Source::Env(env.1),
+        }
+    } else if let Some(value) = file.0 {
+        Setting {
+            value,
+            source: file.1(),
+        }
+    } else {
+        Setting {
+            value: default,
+            source: Source::Default,
+        }
+    }
 }
 
 /// (key, environment variable, flag) of every setting.
@@ -187,15 +365,16 @@ const KEYS: [(&str, &str, &str); 4] = [
 
 impl Layer {
     /// The settings found in environment variables (read through `var`).
-    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Self {
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let get = |name: &str| var(name).filter(|v| !v.is_empty());
-        Layer {
+        Ok(Layer {
             kb_dir: get("KB_DIR").map(PathBuf::from),
             llm: get("KB_LLM"),
             embedder: get("KB_EMBEDDER"),
             home: get("KB_HOME").map(PathBuf::from),
             retrieval: None,
-        }
+            vector: VectorLayer::from_env(get)?,
+        })
     }
 
     /// The settings in a `kb.toml`; relative paths are relative to the file.
@@ -204,7 +383,7 @@ impl Layer {
             .with_context(|| format!("reading config file {}", path.display()))?;
         let mut layer: Layer = toml::from_str(&text).with_context(|| {
             format!(
-                "config file {} is not valid (accepted keys: {}, and a [retrieval] table)",
+                "config file {} is not valid (accepted keys: {}, and [retrieval] and [vector] tables)",
                 path.display(),
                 KEYS.map(|k| k.0).join(", ")
             )
@@ -233,6 +412,8 @@ pub struct Config {
     pub home: Setting<PathBuf>,
     /// How search ranks, from the file's `[retrieval]` table or the defaults.
     pub retrieval: Setting<Retrieval>,
+    /// Where the vectors live.
+    pub vector: Vector,
     /// The config file that was read, if any.
     pub file: Option<PathBuf>,
 }
@@ -329,6 +510,63 @@ impl Config {
                 path_string(file_layer.home),
                 default_home,
             )),
+            vector: {
+                let (flag, env, file) = (flags.vector, env.vector, file_layer.vector);
+                let file_source: &dyn Fn() -> Source = &file_source;
+                let env_name = |field: &str| {
+                    VECTOR_ENV
+                        .iter()
+                        .find(|(f, _)| *f == field)
+                        .map_or("", |(_, e)| e)
+                };
+                Vector {
+                    url: layered(
+                        (flag.url.map(Some), "--vector-url"),
+                        (env.url.map(Some), env_name("url")),
+                        (file.url.map(Some), file_source),
+                        None,
+                    ),
+                    api_key: layered(
+                        (None, ""),
+                        (env.api_key.map(Some), env_name("api_key")),
+                        (file.api_key.map(Some), file_source),
+                        None,
+                    ),
+                    collection: layered(
+                        (flag.collection, "--collection"),
+                        (env.collection, env_name("collection")),
+                        (file.collection, file_source),
+                        kb_retrievers::QdrantOptions::DEFAULT_COLLECTION.into(),
+                    ),
+                    shards: layered(
+                        (None, ""),
+                        (env.shards.map(Some), env_name("shards")),
+                        (file.shards.map(Some), file_source),
+                        None,
+                    ),
+                    replicas: layered(
+                        (None, ""),
+                        (env.replicas.map(Some), env_name("replicas")),
+                        (file.replicas.map(Some), file_source),
+                        None,
+                    ),
+                    write_consistency: layered(
+                        (None, ""),
+                        (
+                            env.write_consistency.map(Some),
+                            env_name("write_consistency"),
+                        ),
+                        (file.write_consistency.map(Some), file_source),
+                        None,
+                    ),
+                    timeout_secs: layered(
+                        (None, ""),
+                        (env.timeout_secs, env_name("timeout_secs")),
+                        (file.timeout_secs, file_source),
+                        10,
+                    ),
+                }
+            },
             retrieval: match file_layer.retrieval {
                 Some(value) => Setting {
                     value,
@@ -350,7 +588,7 @@ impl Config {
 
     /// `(key, value, source)` rows, for display.
     pub fn rows(&self) -> Vec<(&'static str, String, &Source)> {
-        vec![
+        let mut rows = vec![
             (
                 "kb_dir",
                 self.kb_dir.value.display().to_string(),
@@ -375,7 +613,9 @@ impl Config {
                     .replace('\n', ", "),
                 &self.retrieval.source,
             ),
-        ]
+        ];
+        rows.extend(self.vector.rows());
+        rows
     }
 }
 
@@ -400,7 +640,8 @@ mod tests {
             "KB_LLM" => Some("env-llm".into()),
             "KB_EMBEDDER" => Some("env-embedder".into()),
             _ => None,
-        });
+        })
+        .expect("env");
         let flags = Layer {
             llm: Some("flag-llm".into()),
             ..Layer::default()
@@ -472,8 +713,51 @@ mod tests {
     }
 
     #[test]
+    fn vector_settings_layer_and_name_a_server() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = write(
+            dir.path(),
+            "[vector]\nurl = \"http://file:6334\"\ncollection = \"notes\"\nshards = 3\napi_key = \"k\"\n",
+        );
+        let env = Layer::from_env(|name| match name {
+            "KB_VECTOR_URL" => Some("http://env:6334".into()),
+            "KB_VECTOR_REPLICAS" => Some("2".into()),
+            _ => None,
+        })
+        .expect("env");
+        let config = Config::load(Layer::default(), env, Some(file.clone())).expect("load");
+        let vector = &config.vector;
+        assert_eq!(vector.url.value.as_deref(), Some("http://env:6334"));
+        assert_eq!(vector.url.source, Source::Env("KB_VECTOR_URL"));
+        assert_eq!(vector.collection.value, "notes");
+        assert_eq!(vector.collection.source, Source::File(file));
+        match vector.backend() {
+            kb_retrievers::VectorBackend::Qdrant(options) => {
+                assert_eq!(
+                    (options.shards, options.replicas, options.api_key.as_deref()),
+                    (Some(3), Some(2), Some("k"))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // The key is never shown.
+        let shown = serde_json::to_string(&config).expect("json");
+        assert!(!shown.contains("\"k\""), "{shown}");
+        assert!(config.rows().iter().all(|(_, v, _)| v != "k"));
+        // Unset, the vectors stay in the knowledge base's directory.
+        let config = Config::load(Layer::default(), Layer::default(), None).expect("load");
+        assert_eq!(
+            config.vector.backend(),
+            kb_retrievers::VectorBackend::Embedded
+        );
+        let err = Layer::from_env(|name| (name == "KB_VECTOR_SHARDS").then(|| "three".into()))
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("KB_VECTOR_SHARDS"), "{err:#}");
+    }
+
+    #[test]
     fn empty_env_values_are_ignored() {
-        let env = Layer::from_env(|name| (name == "KB_LLM").then(String::new));
+        let env = Layer::from_env(|name| (name == "KB_LLM").then(String::new)).expect("env");
         assert_eq!(env.llm, None);
     }
 

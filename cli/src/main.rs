@@ -61,7 +61,7 @@ repaired by the next one.\n";
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let env = Layer::from_env(|name| std::env::var(name).ok());
+    let env = Layer::from_env(|name| std::env::var(name).ok())?;
     let config_file = cli.global.config.clone().or_else(|| {
         std::env::var_os("KB_CONFIG")
             .filter(|v| !v.is_empty())

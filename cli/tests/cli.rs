@@ -9,7 +9,14 @@ use std::time::{Duration, Instant};
 fn kb(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_kb"));
     command.args(args);
-    for var in ["KB_DIR", "KB_LLM", "KB_EMBEDDER", "KB_CONFIG"] {
+    for var in [
+        "KB_DIR",
+        "KB_LLM",
+        "KB_EMBEDDER",
+        "KB_CONFIG",
+        "KB_VECTOR_URL",
+        "KB_VECTOR_COLLECTION",
+    ] {
         command.env_remove(var);
     }
     command.envs(envs.iter().copied());
@@ -1281,5 +1288,110 @@ fn search_reranks_with_the_local_model_as_kb_toml_says() {
     assert_eq!(
         report["modes"][0]["overall"]["recall_at_10"], 1.0,
         "{report}"
+    );
+}
+
+#[path = "../../retrievers/tests/support/qdrant.rs"]
+mod qdrant;
+
+#[test]
+fn the_commands_work_against_a_qdrant_server() {
+    let Some(server) = qdrant::Server::start("the_commands_work_against_a_qdrant_server") else {
+        return;
+    };
+    let (work, docs, local_dir) = synthetic_work(12);
+    let served_dir = work.path().join("served");
+    let docs_arg = docs.to_str().expect("utf-8");
+    let (local, served) = (
+        local_dir.to_str().expect("utf-8"),
+        served_dir.to_str().expect("utf-8"),
+    );
+    let url = server.url();
+    let on_server = [
+        ("KB_VECTOR_URL", url.as_str()),
+        ("KB_VECTOR_COLLECTION", "notes"),
+    ];
+    json_of(&kb(&["--kb", local, "ingest", docs_arg, "--json"], &[]));
+    let report = json_of(&kb(
+        &["--kb", served, "ingest", docs_arg, "--json"],
+        &on_server,
+    ));
+    assert_eq!(report["added"], 12, "{report}");
+    assert!(!served_dir.join("vectors").exists());
+
+    // The same ranks from either store.
+    let ids = |output: &Output| -> Vec<String> {
+        json_of(output)
+            .as_array()
+            .expect("hits")
+            .iter()
+            .map(|h| h["chunk"]["id"].as_str().expect("id").to_string())
+            .collect()
+    };
+    for query in ["low-rank adapters", "注意力机制", "KV cache", "beam search"] {
+        for mode in ["vector", "hybrid"] {
+            let search = |dir: &str, envs: &[(&str, &str)]| {
+                kb(
+                    &[
+                        "--kb", dir, "search", "--json", "-k", "5", "--mode", mode, query,
+                    ],
+                    envs,
+                )
+            };
+            let (here, there) = (ids(&search(local, &[])), ids(&search(served, &on_server)));
+            assert_eq!(here.len(), 5, "{query} {mode}");
+            assert_eq!(here, there, "{query} {mode}");
+        }
+    }
+    let check = json_of(&kb(&["--kb", served, "check", "--json"], &on_server));
+    assert_eq!(check["missing_vectors"], serde_json::json!([]), "{check}");
+    let listed = json_of(&kb(&["--kb", served, "list", "--json"], &on_server));
+    let first = listed[0]["source"].as_str().expect("source").to_string();
+    let deleted = json_of(&kb(
+        &["--kb", served, "delete", "--json", &first],
+        &on_server,
+    ));
+    assert_eq!(deleted["files"], 1);
+    let stats = json_of(&kb(&["--kb", served, "stats", "--json"], &on_server));
+    assert_eq!(stats["files"], 11, "{stats}");
+    assert_eq!(stats["chunks"], stats["vectors"], "{stats}");
+    let shown = stdout(&kb(&["--kb", served, "config", "show"], &on_server));
+    assert!(
+        shown.contains(&url) && shown.contains("env KB_VECTOR_URL"),
+        "{shown}"
+    );
+
+    // `kb serve` answers from the server's vectors.
+    let serving = common::start_with(
+        &served_dir,
+        &["--read-only", "--vector-url", &url, "--collection", "notes"],
+    );
+    let found: serde_json::Value = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/kb/search", serving.url))
+        .bearer_auth(common::KEY)
+        .json(&serde_json::json!({"query": "low-rank adapters", "k": 3}))
+        .send()
+        .and_then(|r| r.error_for_status())
+        .and_then(|r| r.json())
+        .expect("search over HTTP");
+    assert!(found.to_string().contains("LoRA"), "{found}");
+    drop(serving);
+
+    // Without the server's settings the knowledge base says where its
+    // vectors are; with a stopped server, that it cannot be reached.
+    let elsewhere = kb(&["--kb", served, "search", "KV cache"], &[]);
+    assert_eq!(elsewhere.status.code(), Some(2));
+    assert!(
+        stderr(&elsewhere).contains("qdrant collection notes"),
+        "{}",
+        stderr(&elsewhere)
+    );
+    drop(server);
+    let down = kb(&["--kb", served, "search", "KV cache"], &on_server);
+    assert_eq!(down.status.code(), Some(2));
+    assert!(
+        stderr(&down).contains("cannot be reached"),
+        "{}",
+        stderr(&down)
     );
 }

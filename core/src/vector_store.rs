@@ -281,6 +281,13 @@ pub trait VectorStore: Send + Sync + std::fmt::Debug {
         Ok((ids.chunks.len(), ids.units.len()))
     }
 
+    /// Prepares the store for use (creates or checks what it keeps its
+    /// vectors in), so that a setup error shows before any work is done.
+    /// Every other call sets up as needed too. By default nothing to do.
+    async fn setup(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Makes every change so far durable. By default nothing to do.
     async fn flush(&self) -> Result<()> {
         Ok(())

@@ -2,7 +2,13 @@
 //! `--chunks N` to change): ingest throughput of both indexes, the time to
 //! build the HNSW graph, and query latency (p50/p99, query embedding
 //! excluded) for vector, BM25 and fused search, with the vector search before
-//! the graph exists (exact) as the in-process reference.
+//! the graph exists (exact) as the reference for recall.
+//!
+//! `--backend` picks the vector stores, side by side in one run: `embedded`
+//! (in process, the default), `qdrant` (one server on loopback) and
+//! `cluster` (three nodes on loopback, 3 shards × 2 replicas); the servers
+//! are started from `QDRANT_BIN` or `qdrant` on PATH. A table at the end
+//! compares them.
 //!
 //! With `--vectors F --query-vectors Q` (both as `kb embed --json` writes
 //! them: an array of `{text, embedding}`) it runs on those real texts and
@@ -11,13 +17,17 @@
 //!
 //! ```text
 //! cargo bench -p kb-retrievers --bench hybrid -- [--chunks N] [--queries N]
+//! cargo bench -p kb-retrievers --bench hybrid -- --backend embedded,qdrant,cluster
 //! cargo bench -p kb-retrievers --bench hybrid -- --vectors F.json --query-vectors Q.json
 //! ```
 
 use std::time::{Duration, Instant};
 
 use kb_core::{Chunk, VectorStore};
-use kb_retrievers::{Bm25Index, EdgeStore, Fusion, fuse};
+use kb_retrievers::{Bm25Index, EdgeStore, Fusion, QdrantOptions, QdrantStore, Setup, fuse};
+
+#[path = "../tests/support/qdrant.rs"]
+mod qdrant;
 
 const DIM: usize = 384;
 
@@ -68,12 +78,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut chunks_wanted = 100_000usize;
     let mut queries = 200usize;
     let (mut real_passages, mut real_queries) = (None, None);
+    let mut backends = vec!["embedded".to_string()];
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--chunks" => chunks_wanted = args.next().ok_or("--chunks N")?.parse()?,
             "--queries" => queries = args.next().ok_or("--queries N")?.parse()?,
             "--vectors" => real_passages = Some(args.next().ok_or("--vectors FILE")?),
             "--query-vectors" => real_queries = Some(args.next().ok_or("--query-vectors FILE")?),
+            "--backend" => {
+                backends = args
+                    .next()
+                    .ok_or("--backend embedded,qdrant,cluster")?
+                    .split(',')
+                    .map(str::to_string)
+                    .collect()
+            }
             _ => {}
         }
     }
@@ -183,16 +202,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dimension = vectors.first().map_or(DIM, Vec::len);
 
     let dir = tempfile::tempdir()?;
-    let store = EdgeStore::open(&dir.path().join("vectors"), dimension)?;
-    // The store's calls go to tokio's blocking threads, as in a knowledge base.
-    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    // The stores' calls are async, as in a knowledge base.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let bm25 = Bm25Index::open(&dir.path().join("bm25"))?;
-    let started = Instant::now();
-    for (c, v) in chunks.chunks(1000).zip(vectors.chunks(1000)) {
-        runtime.block_on(store.upsert(c, v))?;
-    }
-    runtime.block_on(store.flush())?;
-    let vector_ingest = started.elapsed();
     let started = Instant::now();
     for c in chunks.chunks(5000) {
         bm25.upsert(c)?;
@@ -200,9 +215,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     bm25.commit()?;
     let bm25_ingest = started.elapsed();
     println!(
-        "{} chunks: vectors {:.0} chunks/s, BM25 {:.0} chunks/s",
+        "{} chunks: BM25 {:.0} chunks/s",
         chunks.len(),
-        chunks.len() as f64 / vector_ingest.as_secs_f64(),
         chunks.len() as f64 / bm25_ingest.as_secs_f64()
     );
 
@@ -225,64 +239,215 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
             .collect()
     });
-    let k = 10;
-    let candidates = 40;
-    let time_vector = |store: &EdgeStore| -> Result<Timed, Box<dyn std::error::Error>> {
+    let mut bm25_times = Vec::new();
+    for (_, text) in &query_vectors {
+        let t = Instant::now();
+        let _ = bm25.search(text, K, None)?;
+        bm25_times.push(t.elapsed());
+    }
+    show("BM25", &mut bm25_times);
+
+    let bench = Bench {
+        runtime: &runtime,
+        bm25: &bm25,
+        chunks: &chunks,
+        vectors: &vectors,
+        queries: &query_vectors,
+    };
+    let mut rows = Vec::new();
+    for backend in &backends {
+        println!("\n== {backend}");
+        let row = match backend.as_str() {
+            "embedded" => {
+                let store = EdgeStore::open(&dir.path().join("vectors"), dimension)?;
+                bench.run(&store, |store| {
+                    let started = Instant::now();
+                    runtime.block_on(store.optimize())?;
+                    println!("HNSW built in {:.1} s", started.elapsed().as_secs_f64());
+                    Ok(())
+                })?
+            }
+            "qdrant" => {
+                let server = qdrant::Server::start("the Qdrant benchmark")
+                    .ok_or("no Qdrant server: set QDRANT_BIN or put `qdrant` on PATH")?;
+                let store = QdrantStore::connect(
+                    QdrantOptions::new(server.url()),
+                    "bench",
+                    dimension,
+                    Setup::Create,
+                )?;
+                bench.run(&store, |_| wait_indexed(&server))?
+            }
+            "cluster" => {
+                let cluster = qdrant::Cluster::start("the Qdrant cluster benchmark")
+                    .ok_or("no Qdrant server: set QDRANT_BIN or put `qdrant` on PATH")?;
+                let store = QdrantStore::connect(
+                    QdrantOptions {
+                        shards: Some(3),
+                        replicas: Some(2),
+                        ..QdrantOptions::new(cluster.nodes[0].url())
+                    },
+                    "bench",
+                    dimension,
+                    Setup::Create,
+                )?;
+                bench.run(&store, |_| cluster.nodes.iter().try_for_each(wait_indexed))?
+            }
+            other => {
+                return Err(
+                    format!("unknown backend {other:?}: embedded, qdrant or cluster").into(),
+                );
+            }
+        };
+        rows.push((backend.clone(), row));
+    }
+    println!(
+        "\n{} chunks, {} queries, k = {K}, hybrid = {CANDIDATES}+{CANDIDATES} candidates fused in kb",
+        chunks.len(),
+        query_vectors.len()
+    );
+    println!(
+        "| backend | ingest points/s | vs embedded | vector p50 / p99 ms | hybrid p50 / p99 ms | recall@10 vs exact |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let embedded_rate = rows
+        .iter()
+        .find(|(b, _)| b == "embedded")
+        .map(|(_, r)| r.ingest_rate);
+    for (backend, row) in &rows {
+        println!(
+            "| {backend} | {:.0} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {:.3} |",
+            row.ingest_rate,
+            embedded_rate.map_or("-".into(), |e| format!("{:.2}x", row.ingest_rate / e)),
+            ms(row.vector.0),
+            ms(row.vector.1),
+            ms(row.hybrid.0),
+            ms(row.hybrid.1),
+            row.recall,
+        );
+    }
+    Ok(())
+}
+
+const K: usize = 10;
+const CANDIDATES: usize = 40;
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn show(name: &str, samples: &mut [Duration]) -> (Duration, Duration) {
+    let (p50, p99) = (percentile(samples, 0.5), percentile(samples, 0.99));
+    println!("{name:<22} p50 {:7.2} ms   p99 {:7.2} ms", ms(p50), ms(p99));
+    (p50, p99)
+}
+
+/// What one backend measured.
+struct Row {
+    ingest_rate: f64,
+    vector: (Duration, Duration),
+    hybrid: (Duration, Duration),
+    recall: f64,
+}
+
+/// The data and the queries every backend gets.
+struct Bench<'a> {
+    runtime: &'a tokio::runtime::Runtime,
+    bm25: &'a Bm25Index,
+    chunks: &'a [Chunk],
+    vectors: &'a [Vec<f32>],
+    queries: &'a [(Vec<f32>, String)],
+}
+
+type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+impl Bench<'_> {
+    /// Ingests, times exact searches, lets `index` build the graph, then
+    /// times graph searches and hybrid ones.
+    fn run<S: VectorStore>(
+        &self,
+        store: &S,
+        index: impl FnOnce(&S) -> BoxResult<()>,
+    ) -> BoxResult<Row> {
+        let started = Instant::now();
+        for (c, v) in self.chunks.chunks(1000).zip(self.vectors.chunks(1000)) {
+            self.runtime.block_on(store.upsert(c, v))?;
+        }
+        self.runtime.block_on(store.flush())?;
+        let ingest = started.elapsed();
+        let ingest_rate = self.chunks.len() as f64 / ingest.as_secs_f64();
+        println!("ingest {ingest_rate:.0} points/s");
+        let (mut exact, exact_ids) = self.time_vector(store)?;
+        show("vector, before the graph", &mut exact);
+        index(store)?;
+        let (mut graph, graph_ids) = self.time_vector(store)?;
+        let vector = show("vector, HNSW", &mut graph);
+        let recall: f64 = exact_ids
+            .iter()
+            .zip(&graph_ids)
+            .map(|(a, b)| {
+                b.iter().filter(|id| a.contains(id)).count() as f64 / a.len().max(1) as f64
+            })
+            .sum::<f64>()
+            / exact_ids.len().max(1) as f64;
+        let mut hybrid_times = Vec::new();
+        for (v, text) in self.queries {
+            let t = Instant::now();
+            let (dense, sparse) = self.runtime.block_on(async {
+                let sparse = self.bm25.search(text, CANDIDATES, None);
+                (store.search(v, CANDIDATES, None).await, sparse)
+            });
+            let fused = fuse(dense?, sparse?, &Fusion::default(), K);
+            hybrid_times.push(t.elapsed());
+            assert!(!fused.is_empty());
+        }
+        let hybrid = show("hybrid (40+40 → 10)", &mut hybrid_times);
+        Ok(Row {
+            ingest_rate,
+            vector,
+            hybrid,
+            recall,
+        })
+    }
+
+    fn time_vector(&self, store: &dyn VectorStore) -> BoxResult<Timed> {
         let mut times = Vec::new();
         let mut results = Vec::new();
-        for (v, _) in &query_vectors {
+        for (v, _) in self.queries {
             let t = Instant::now();
-            let hits = runtime.block_on(store.search(v, k, None))?;
+            let hits = self.runtime.block_on(store.search(v, K, None))?;
             times.push(t.elapsed());
             results.push(hits.into_iter().map(|h| h.chunk.id).collect());
         }
         Ok((times, results))
-    };
-    let (mut exact, exact_ids) = time_vector(&store)?;
-    let started = Instant::now();
-    runtime.block_on(store.optimize())?;
-    println!("HNSW built in {:.1} s", started.elapsed().as_secs_f64());
-    let (mut hnsw, hnsw_ids) = time_vector(&store)?;
-    let recall: f64 = exact_ids
-        .iter()
-        .zip(&hnsw_ids)
-        .map(|(a, b)| b.iter().filter(|id| a.contains(id)).count() as f64 / a.len().max(1) as f64)
-        .sum::<f64>()
-        / exact_ids.len() as f64;
-    let mut bm25_times = Vec::new();
-    let mut hybrid_times = Vec::new();
-    for (v, text) in &query_vectors {
-        let t = Instant::now();
-        let _ = bm25.search(text, k, None)?;
-        bm25_times.push(t.elapsed());
-        let t = Instant::now();
-        let dense = runtime.block_on(store.search(v, candidates, None))?;
-        let sparse = bm25.search(text, candidates, None)?;
-        let fused = fuse(dense, sparse, &Fusion::default(), k);
-        hybrid_times.push(t.elapsed());
-        assert!(!fused.is_empty());
     }
-    let show = |name: &str, samples: &mut Vec<Duration>| {
-        let (p50, p99) = (percentile(samples, 0.5), percentile(samples, 0.99));
-        println!(
-            "{name:<22} p50 {:7.2} ms   p99 {:7.2} ms",
-            p50.as_secs_f64() * 1e3,
-            p99.as_secs_f64() * 1e3
-        );
-        p50
-    };
-    let exact_p50 = show("vector, exact", &mut exact);
-    let hnsw_p50 = show("vector, HNSW", &mut hnsw);
-    show("BM25", &mut bm25_times);
-    let hybrid_p50 = show("hybrid (40+40 → 10)", &mut hybrid_times);
-    println!(
-        "HNSW recall@10 vs exact {recall:.3}; HNSW is {:.1}x faster than exact; hybrid p50 target < 15 ms: {}",
-        exact_p50.as_secs_f64() / hnsw_p50.as_secs_f64().max(1e-9),
-        if hybrid_p50 < Duration::from_millis(15) {
-            "met"
-        } else {
-            "not met"
+}
+
+/// Waits until the server has built the graph for its collection: status
+/// green, with as many vectors indexed as two seconds before (segments
+/// below the server's indexing threshold stay unindexed, so the count need
+/// not reach the points').
+fn wait_indexed(server: &qdrant::Server) -> BoxResult<()> {
+    let started = Instant::now();
+    let mut last = (usize::MAX, Instant::now());
+    loop {
+        let info = server
+            .get_json("/collections/kb")
+            .ok_or("collection info")?;
+        let result = &info["result"];
+        let indexed = result["indexed_vectors_count"].as_u64().unwrap_or(0) as usize;
+        if result["status"] != "green" || indexed != last.0 {
+            last = (indexed, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(2) {
+            println!(
+                "server's graph built in {:.1} s ({indexed} vectors indexed)",
+                started.elapsed().as_secs_f64() - 2.0
+            );
+            return Ok(());
         }
-    );
-    Ok(())
+        if started.elapsed() > Duration::from_secs(600) {
+            return Err(format!("the server did not finish indexing: {result}").into());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

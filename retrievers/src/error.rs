@@ -48,6 +48,19 @@ pub enum Error {
         /// Its dimension.
         requested_dimension: usize,
     },
+    /// The knowledge base keeps its vectors elsewhere than where it was
+    /// asked to look.
+    #[error(
+        "this knowledge base keeps its vectors in the {recorded} store, not the {requested} one; \
+         open it with the settings it was built with ([vector] in kb.toml, KB_VECTOR_*), \
+         or rebuild it there with `kb ingest --rebuild PATH...`"
+    )]
+    VectorsElsewhere {
+        /// Where the manifest says the vectors are.
+        recorded: String,
+        /// Where they were looked for.
+        requested: String,
+    },
     /// Another process holds the knowledge base.
     #[error("{0}")]
     Busy(String),
@@ -88,6 +101,28 @@ pub enum Error {
     /// Embedding failed.
     #[error("embedding failed: {0}")]
     Embedding(String),
+    /// A call to a vector server failed (the client's error is its
+    /// [`source`](std::error::Error::source)).
+    #[error("{what} on {location} failed{}", with_hint(.hint))]
+    Server {
+        /// The server and collection.
+        location: String,
+        /// What kb asked of it.
+        what: &'static str,
+        /// What the user can do about it, when kb can tell.
+        hint: &'static str,
+        /// The client's error.
+        #[source]
+        source: Box<crate::store::qdrant::ClientError>,
+    },
+}
+
+fn with_hint(hint: &str) -> String {
+    if hint.is_empty() {
+        String::new()
+    } else {
+        format!(" ({hint})")
+    }
 }
 
 /// `Result` with kb-retrievers' [`Error`].

@@ -39,10 +39,11 @@ pub use hybrid::{
 };
 pub use knowledge_base::{
     Access, Check, DEFAULT_UNIT_SIZE, IngestOptions, IngestReport, KnowledgeBase, MIN_FREE_SPACE,
-    Progress, READ_WAIT, Stats, chunk_ids_by_source,
+    Progress, READ_WAIT, Stats, VectorBackend, chunk_ids_by_source,
 };
 pub use loader::{CsvMode, DirectoryLoader, FileEntry, LoadReport, Skipped};
 pub use manifest::{FileRecord, Manifest};
 pub use splitter::{LengthFn, MarkdownSplitter, RecursiveSplitter, Split};
 pub use store::edge::EdgeStore;
 pub use store::payload::{INDEXED_KEYS, UNIT_KEY, point_id, to_qdrant_filter};
+pub use store::qdrant::{ClientError, QdrantOptions, QdrantStore, Setup};

@@ -30,8 +30,9 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 pub fn open(config: &Config, access: Access) -> Result<KnowledgeBase> {
     let embedder = load_embedder(config)?;
     let dir = &config.kb_dir.value;
-    let mut kb = KnowledgeBase::open(dir, Arc::new(embedder), access)
-        .with_context(|| format!("opening the knowledge base {}", dir.display()))?;
+    let mut kb =
+        KnowledgeBase::open_with(dir, Arc::new(embedder), access, &config.vector.backend())
+            .with_context(|| format!("opening the knowledge base {}", dir.display()))?;
     kb.set_fusion(config.retrieval.value.fusion());
     kb.set_query_expansion(config.retrieval.value.expand);
     Ok(kb)

@@ -45,6 +45,8 @@ pub struct AppState {
     rerank: Option<Rerank>,
     expand: bool,
     kb_dir: PathBuf,
+    /// Where the knowledge base keeps its vectors.
+    vectors: kb_retrievers::VectorBackend,
     /// Whether documents may be uploaded and deleted (not `--read-only`).
     writable: bool,
     /// One change to the knowledge base at a time.
@@ -84,7 +86,8 @@ impl AppState {
         let embedder = self.embedder.clone().ok_or_else(|| {
             kb_retrievers::Error::InvalidInput("this server has no embedder".into())
         })?;
-        let mut kb = KnowledgeBase::open(&self.kb_dir, embedder, Access::Write)?;
+        let mut kb =
+            KnowledgeBase::open_with(&self.kb_dir, embedder, Access::Write, &self.vectors)?;
         kb.set_fusion(self.fusion);
         kb.set_rerank(self.rerank.clone());
         kb.set_query_expansion(self.expand);
@@ -234,13 +237,14 @@ pub fn run(config: &Config, request: &ServeArgs) -> Result<()> {
     // The knowledge base's embedder serves /v1/embeddings too; without a
     // knowledge base, the configured one (which a first upload builds it with).
     let embedder: Arc<dyn Embedder> = Arc::new(load_embedder(config)?);
+    let vectors = config.vector.backend();
     let kb = if KnowledgeBase::exists(&kb_dir) {
         let access = if request.read_only {
             Access::Read
         } else {
             Access::Write
         };
-        let mut kb = KnowledgeBase::open(&kb_dir, embedder.clone(), access)
+        let mut kb = KnowledgeBase::open_with(&kb_dir, embedder.clone(), access, &vectors)
             .with_context(|| format!("opening the knowledge base {}", kb_dir.display()))?;
         kb.set_fusion(fusion);
         kb.set_rerank(rerank.clone());
@@ -269,6 +273,7 @@ pub fn run(config: &Config, request: &ServeArgs) -> Result<()> {
         rerank,
         expand: config.retrieval.value.expand,
         kb_dir,
+        vectors,
         writable: !request.read_only,
         writer: tokio::sync::Mutex::new(()),
         api_key: request.api_key.clone().filter(|k| !k.is_empty()),

@@ -19,6 +19,7 @@ use crate::hybrid::{
 use crate::manifest::{FileRecord, Manifest};
 use crate::snapshot::Snapshots;
 use crate::store::edge::EdgeStore;
+use crate::store::qdrant::{QdrantStore, Setup};
 
 /// A knowledge base in a directory: see the [module docs](super).
 pub struct KnowledgeBase {
@@ -97,6 +98,21 @@ impl KnowledgeBase {
     /// when it does not exist. A writer first removes what an interrupted
     /// run left behind.
     pub fn open(dir: &Path, embedder: Arc<dyn Embedder>, access: Access) -> Result<Self> {
+        Self::open_with(dir, embedder, access, &VectorBackend::Embedded)
+    }
+
+    /// Opens the knowledge base in `dir` with `embedder`, its vectors in
+    /// `backend`; as [`open`](Self::open) otherwise. A knowledge base
+    /// built in one backend is refused in another (until rebuilt there).
+    ///
+    /// A server is not contacted here: the first search or change does it
+    /// (an ingest first of all), and its errors say what to do.
+    pub fn open_with(
+        dir: &Path,
+        embedder: Arc<dyn Embedder>,
+        access: Access,
+        backend: &VectorBackend,
+    ) -> Result<Self> {
         let manifest_path = dir.join("manifest.db");
         if access == Access::Read && !Self::exists(dir) {
             return Err(Error::Missing(dir.to_path_buf()));
@@ -170,8 +186,41 @@ impl KnowledgeBase {
                 manifest.set_meta("dimension", &dimension.to_string())?;
             }
         }
-        let vectors: Arc<dyn VectorStore> =
-            Arc::new(EdgeStore::open(&dir.join("vectors"), dimension)?);
+        // Knowledge bases from before servers kept their vectors in `vectors/`.
+        let recorded = match manifest.meta("vectors")? {
+            Some(recorded) => recorded,
+            None => {
+                let recorded = if dir.join("vectors").exists() {
+                    VectorBackend::Embedded.recorded()
+                } else {
+                    backend.recorded()
+                };
+                manifest.set_meta("vectors", &recorded)?;
+                recorded
+            }
+        };
+        if recorded != backend.recorded() {
+            return Err(Error::VectorsElsewhere {
+                recorded,
+                requested: backend.recorded(),
+            });
+        }
+        let vectors: Arc<dyn VectorStore> = match backend {
+            VectorBackend::Embedded => Arc::new(EdgeStore::open(&dir.join("vectors"), dimension)?),
+            VectorBackend::Qdrant(options) => {
+                let setup = match access {
+                    Access::Read => Setup::Existing,
+                    Access::Write => Setup::Create,
+                    Access::Rebuild => Setup::Recreate,
+                };
+                Arc::new(QdrantStore::connect(
+                    options.clone(),
+                    &id,
+                    dimension,
+                    setup,
+                )?)
+            }
+        };
         let bm25 = Arc::new(Bm25Index::open(&dir.join("bm25"))?);
         let glossary = load_glossary(&manifest, &bm25, access != Access::Read)?;
         let root = dir

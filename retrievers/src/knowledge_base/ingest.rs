@@ -37,6 +37,7 @@ impl KnowledgeBase {
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<IngestReport> {
         self.require_writable()?;
+        self.vectors.setup().await?;
         let started = Instant::now();
         let mut report = IngestReport {
             recovered: self.recover().await?,
@@ -256,6 +257,7 @@ impl KnowledgeBase {
     /// and their chunks. Returns (files, chunks) removed.
     pub async fn delete(&self, sources: &[String]) -> Result<(usize, usize)> {
         self.require_writable()?;
+        self.vectors.setup().await?;
         self.recover().await?;
         self.remove_sources(sources).await
     }

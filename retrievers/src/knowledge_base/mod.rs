@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! `DIR/manifest.db` (SQLite), `DIR/vectors/` (qdrant-edge), `DIR/bm25/`
-//! (tantivy), `DIR/lock`.
+//! (tantivy), `DIR/lock`. With [`VectorBackend::Qdrant`] the vectors live
+//! in a collection on a Qdrant server instead of `DIR/vectors/`.
 //!
 //! # Consistency
 //! Chunk ids are deterministic, so writing a chunk twice changes nothing. A
@@ -23,4 +24,6 @@ mod options;
 
 pub use base::{KnowledgeBase, MIN_FREE_SPACE};
 pub use consistency::{Check, Stats, chunk_ids_by_source};
-pub use options::{Access, DEFAULT_UNIT_SIZE, IngestOptions, IngestReport, Progress, READ_WAIT};
+pub use options::{
+    Access, DEFAULT_UNIT_SIZE, IngestOptions, IngestReport, Progress, READ_WAIT, VectorBackend,
+};

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::loader::{DirectoryLoader, Skipped};
+use crate::store::qdrant::QdrantOptions;
 
 /// How a knowledge base is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +22,28 @@ pub enum Access {
     /// Like `Write`, after deleting everything the knowledge base held (to
     /// change its embedder).
     Rebuild,
+}
+
+/// Where a knowledge base keeps its vectors. The manifest and the BM25
+/// index stay in its directory either way.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum VectorBackend {
+    /// In the directory, in the embedded engine (`DIR/vectors`).
+    #[default]
+    Embedded,
+    /// In a collection on a Qdrant server or cluster.
+    Qdrant(QdrantOptions),
+}
+
+impl VectorBackend {
+    /// How the manifest records the backend: the collection, not the URL,
+    /// since every node of a cluster serves the same collection.
+    pub(super) fn recorded(&self) -> String {
+        match self {
+            VectorBackend::Embedded => "embedded".into(),
+            VectorBackend::Qdrant(options) => format!("qdrant collection {}", options.collection),
+        }
+    }
 }
 
 /// How long [`Access::Read`] waits for another process to close the

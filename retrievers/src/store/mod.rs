@@ -3,3 +3,4 @@
 
 pub(crate) mod edge;
 pub(crate) mod payload;
+pub(crate) mod qdrant;
