@@ -47,6 +47,15 @@ impl GgufFile {
         })
     }
 
+    /// Forgets the metadata under `prefix` (the vocabulary, once the
+    /// tokenizer is built from it: megabytes of strings that would otherwise
+    /// stay in memory while the weights load).
+    pub fn forget(&mut self, prefix: &str) {
+        self.content
+            .metadata
+            .retain(|key, _| !key.starts_with(prefix));
+    }
+
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
