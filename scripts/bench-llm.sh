@@ -101,7 +101,7 @@ done
 python3 - "$results" <<'PY'
 import json, sys
 print("| model | file | kernels (llama.cpp build) | threads | kb pp512 | llama.cpp pp512 | × "
-      "| kb tg128 | llama.cpp tg128 | × | tg128 the bandwidth allows | kb peak RSS |")
+      "| kb tg128 | llama.cpp tg128 | × | tg128 the bandwidth allows | kb peak RSS (× file + KV cache) |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for line in open(sys.argv[1]):
     row = json.loads(line)
@@ -110,10 +110,11 @@ for line in open(sys.argv[1]):
     mib = lambda b: b / 1048576
     def ratio(a, b):
         return "{:.2f}".format(a / b) if b else "–"
-    print("| {} | {:.0f} MiB | {} ({}) | {} | {:.1f} | {:.1f} | {} | {:.1f} | {:.1f} | {} | {:.0f} ({:.1f} GB/s) | {:.0f} MiB ({:.2f}× the file) |".format(
+    print("| {} | {:.0f} MiB | {} ({}) | {} | {:.1f} | {:.1f} | {} | {:.1f} | {:.1f} | {} | {:.0f} ({:.1f} GB/s) | {:.0f} MiB ({:.2f}× {:.0f} + {:.0f} MiB) |".format(
         row["name"], mib(r["file_bytes"]), row["family"], build, r["threads"],
         r["pp512"], r["llama_pp512"] or 0, ratio(r["pp512"], r["llama_pp512"]),
         r["tg128"], r["llama_tg128"] or 0, ratio(r["tg128"], r["llama_tg128"]),
         r["tg_ceiling"], r["bandwidth_gbs"],
-        mib(r["peak_rss_bytes"]), r["peak_rss_bytes"] / r["file_bytes"]))
+        mib(r["peak_rss_bytes"]), r["peak_rss_bytes"] / (r["file_bytes"] + r["kv_bytes"]),
+        mib(r["file_bytes"]), mib(r["kv_bytes"])))
 PY

@@ -189,6 +189,14 @@ impl Cache {
         }
     }
 
+    /// Bytes the keys and values held take.
+    pub(crate) fn bytes(&self) -> usize {
+        match self {
+            Cache::Cpu(c) => c.bytes(),
+            Cache::Device(c) => c.bytes(),
+        }
+    }
+
     /// Keeps the first `len` positions.
     pub(crate) fn truncate(&mut self, len: usize) -> Result<()> {
         match self {

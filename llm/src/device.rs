@@ -77,6 +77,16 @@ impl DeviceCache {
         self.len
     }
 
+    /// Bytes the keys and values held take.
+    pub(crate) fn bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .flatten()
+            .flat_map(|(k, v)| [k, v])
+            .map(|t| t.elem_count() * t.dtype().size_in_bytes())
+            .sum()
+    }
+
     /// Keeps the first `len` positions.
     pub(crate) fn truncate(&mut self, len: usize) -> Result<()> {
         if len == 0 {

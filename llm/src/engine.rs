@@ -101,6 +101,11 @@ impl Session {
         self.cache.len()
     }
 
+    /// Bytes its key/value cache takes (in host or device memory).
+    pub fn cache_bytes(&self) -> usize {
+        self.cache.bytes()
+    }
+
     /// Whether the cache is empty.
     pub fn is_empty(&self) -> bool {
         self.cache.len() == 0

@@ -293,6 +293,15 @@ impl Cache {
         self.keys.first().map_or(0, |k| k.len() / self.kv_dim)
     }
 
+    /// Bytes the keys and values held take.
+    pub(crate) fn bytes(&self) -> usize {
+        self.keys
+            .iter()
+            .chain(&self.values)
+            .map(|v| v.len() * std::mem::size_of::<f32>())
+            .sum()
+    }
+
     /// Keeps the first `len` positions.
     pub(crate) fn truncate(&mut self, len: usize) {
         for (k, v) in self.keys.iter_mut().zip(&mut self.values) {
