@@ -17,7 +17,8 @@ use qdrant_edge::{
 use serde_json::{Value, json};
 
 use super::payload::{
-    INDEXED_KEYS, UNIT_FANOUT, UNIT_KEY, chunk_from_payload, payload_of, point_id, to_qdrant_filter,
+    INDEXED_KEYS, UNIT_FANOUT, UNIT_KEY, check_query, check_vectors, chunk_from_payload,
+    first_per_chunk, payload_of, point_id, to_qdrant_filter,
 };
 use crate::blocking::run_blocking;
 use crate::error::{Error, Result};
@@ -119,7 +120,7 @@ impl EdgeStore {
         keyed: Vec<(String, &Chunk, Option<&str>)>,
         vectors: &[Vec<f32>],
     ) -> kb_core::Result<()> {
-        self.shard.check_vectors(keyed.len(), vectors)?;
+        check_vectors(keyed.len(), vectors, self.shard.dimension)?;
         if keyed.is_empty() {
             return Ok(());
         }
@@ -143,23 +144,6 @@ impl EdgeStore {
 }
 
 impl Shard {
-    fn check_vectors(&self, n: usize, vectors: &[Vec<f32>]) -> Result<()> {
-        if n != vectors.len() {
-            return Err(Error::InvalidInput(format!(
-                "{n} items but {} vectors",
-                vectors.len()
-            )));
-        }
-        if let Some(bad) = vectors.iter().find(|v| v.len() != self.dimension) {
-            return Err(Error::InvalidInput(format!(
-                "a {}-dimensional vector for a {}-dimensional store",
-                bad.len(),
-                self.dimension
-            )));
-        }
-        Ok(())
-    }
-
     fn upsert_points(&self, points: Vec<qdrant_edge::PointStructPersisted>) -> Result<()> {
         let operation = UpdateOperation::PointOperation(PointOperations::UpsertPoints(
             qdrant_edge::PointInsertOperations::PointsList(points),
@@ -189,13 +173,7 @@ impl Shard {
     /// The `k` nearest chunks to `query` among those `filter` accepts; a
     /// chunk is as near as its nearest vector (its own or a unit's).
     fn search(&self, query: &[f32], k: usize, filter: Option<&Filter>) -> Result<Vec<ScoredChunk>> {
-        if query.len() != self.dimension {
-            return Err(Error::InvalidInput(format!(
-                "a {}-dimensional query for a {}-dimensional store",
-                query.len(),
-                self.dimension
-            )));
-        }
+        check_query(query, self.dimension)?;
         let filter = filter
             .filter(|f| !f.is_empty())
             .map(|f| {
@@ -217,20 +195,14 @@ impl Shard {
             .shard
             .search(request)
             .map_err(|e| edge_error(&self.dir, e))?;
-        // Points come nearest first: keep each chunk's first.
-        let mut seen = std::collections::HashSet::new();
-        Ok(points
-            .into_iter()
-            .filter_map(|p| {
-                let payload = p.payload?.0;
-                Some(ScoredChunk {
-                    chunk: chunk_from_payload(payload.into_iter().collect())?,
-                    score: p.score,
-                })
+        let hits = points.into_iter().filter_map(|p| {
+            let payload = p.payload?.0;
+            Some(ScoredChunk {
+                chunk: chunk_from_payload(payload.into_iter().collect())?,
+                score: p.score,
             })
-            .filter(|hit| seen.insert(hit.chunk.id.clone()))
-            .take(k)
-            .collect())
+        });
+        Ok(first_per_chunk(hits, k))
     }
 
     /// Points stored (chunks and units).

@@ -2,9 +2,11 @@
 //! of a chunk or unit, the payload that carries the chunk, the payload keys
 //! that are indexed, and kb's filters in Qdrant's JSON.
 
-use kb_core::{Chunk, Condition, Filter, Metadata};
+use kb_core::{Chunk, Condition, Filter, Metadata, ScoredChunk};
 use serde_json::{Value, json};
 use uuid::Uuid;
+
+use crate::error::{Error, Result};
 
 /// The namespace of the UUIDv5 point ids derived from chunk ids.
 const POINT_NAMESPACE: Uuid = Uuid::from_u128(0x6b62_2d63_6875_6e6b_2d69_6473_2d76_3031);
@@ -68,4 +70,47 @@ pub(crate) fn chunk_from_payload(mut payload: Metadata) -> Option<Chunk> {
         text,
         metadata: payload,
     })
+}
+
+/// That `vectors` are one per item and of the store's `dimension`.
+pub(crate) fn check_vectors(n: usize, vectors: &[Vec<f32>], dimension: usize) -> Result<()> {
+    if n != vectors.len() {
+        return Err(Error::InvalidInput(format!(
+            "{n} items but {} vectors",
+            vectors.len()
+        )));
+    }
+    match vectors.iter().find(|v| v.len() != dimension) {
+        Some(bad) => Err(mismatch("vector", bad.len(), dimension)),
+        None => Ok(()),
+    }
+}
+
+/// That a query vector is of the store's `dimension`.
+pub(crate) fn check_query(query: &[f32], dimension: usize) -> Result<()> {
+    if query.len() == dimension {
+        Ok(())
+    } else {
+        Err(mismatch("query", query.len(), dimension))
+    }
+}
+
+fn mismatch(what: &str, len: usize, dimension: usize) -> Error {
+    Error::InvalidInput(format!(
+        "a {len}-dimensional {what} for a {dimension}-dimensional store"
+    ))
+}
+
+/// The `k` best chunks from points that come nearest first, several of
+/// which may lead to one chunk (its own and its units'): each chunk once,
+/// at its nearest point.
+pub(crate) fn first_per_chunk(
+    hits: impl IntoIterator<Item = ScoredChunk>,
+    k: usize,
+) -> Vec<ScoredChunk> {
+    let mut seen = std::collections::HashSet::new();
+    hits.into_iter()
+        .filter(|hit| seen.insert(hit.chunk.id.clone()))
+        .take(k)
+        .collect()
 }

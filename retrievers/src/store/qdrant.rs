@@ -19,7 +19,8 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 
 use super::payload::{
-    INDEXED_KEYS, UNIT_FANOUT, UNIT_KEY, chunk_from_payload, payload_of, point_id,
+    INDEXED_KEYS, UNIT_FANOUT, UNIT_KEY, check_query, check_vectors, chunk_from_payload,
+    first_per_chunk, payload_of, point_id,
 };
 use crate::error::{Error, Result};
 
@@ -282,23 +283,6 @@ impl QdrantStore {
         Ok(())
     }
 
-    fn check_vectors(&self, n: usize, vectors: &[Vec<f32>]) -> Result<()> {
-        if n != vectors.len() {
-            return Err(Error::InvalidInput(format!(
-                "{n} items but {} vectors",
-                vectors.len()
-            )));
-        }
-        if let Some(bad) = vectors.iter().find(|v| v.len() != self.dimension) {
-            return Err(Error::InvalidInput(format!(
-                "a {}-dimensional vector for a {}-dimensional store",
-                bad.len(),
-                self.dimension
-            )));
-        }
-        Ok(())
-    }
-
     /// Writes points (key, chunk, unit text) with their vectors, in
     /// batches, each acknowledged before the next.
     async fn write(
@@ -306,7 +290,7 @@ impl QdrantStore {
         keyed: Vec<(String, &Chunk, Option<&str>)>,
         vectors: &[Vec<f32>],
     ) -> Result<()> {
-        self.check_vectors(keyed.len(), vectors)?;
+        check_vectors(keyed.len(), vectors, self.dimension)?;
         if keyed.is_empty() {
             return Ok(());
         }
@@ -365,13 +349,7 @@ impl QdrantStore {
         k: usize,
         filter: Option<&Filter>,
     ) -> Result<Vec<ScoredChunk>> {
-        if query.len() != self.dimension {
-            return Err(Error::InvalidInput(format!(
-                "a {}-dimensional query for a {}-dimensional store",
-                query.len(),
-                self.dimension
-            )));
-        }
+        check_query(query, self.dimension)?;
         if k == 0 {
             return Ok(Vec::new());
         }
@@ -390,19 +368,13 @@ impl QdrantStore {
             .await
             .map_err(self.server("searching"))?
             .result;
-        // Points come nearest first: keep each chunk's first.
-        let mut seen = std::collections::HashSet::new();
-        Ok(points
-            .into_iter()
-            .filter_map(|p| {
-                Some(ScoredChunk {
-                    chunk: chunk_from_payload(to_json(p.payload))?,
-                    score: p.score,
-                })
+        let hits = points.into_iter().filter_map(|p| {
+            Some(ScoredChunk {
+                chunk: chunk_from_payload(to_json(p.payload))?,
+                score: p.score,
             })
-            .filter(|hit| seen.insert(hit.chunk.id.clone()))
-            .take(k)
-            .collect())
+        });
+        Ok(first_per_chunk(hits, k))
     }
 
     async fn all_ids(&self) -> Result<StoredIds> {
