@@ -18,6 +18,12 @@ if [ "${1:-}" = "--avx2" ]; then flavour=avx2; shift; fi
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(llama-bench llama-quantize llama-completion llama-server)
 build="$ref/build-$flavour"
+# A native build runs only on the processor it was built for: key it by the
+# processor's features, so a cache carried to another machine rebuilds.
+if [ "$flavour" = native ]; then
+  cpu_key=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | sha256sum | cut -c1-12)
+  build="$ref/build-native-$cpu_key"
+fi
 missing=()
 for t in "${targets[@]}"; do [ -x "$build/bin/$t" ] || missing+=("$t"); done
 if [ ${#missing[@]} -eq 0 ]; then echo "$build/bin"; exit 0; fi

@@ -197,6 +197,14 @@ impl Cache {
         }
     }
 
+    /// Makes room for `positions` in all where the cache grows in host
+    /// memory (a device cache grows its own way).
+    pub(crate) fn reserve(&mut self, positions: usize) {
+        if let Cache::Cpu(c) = self {
+            c.reserve(positions);
+        }
+    }
+
     /// Keeps the first `len` positions.
     pub(crate) fn truncate(&mut self, len: usize) -> Result<()> {
         match self {

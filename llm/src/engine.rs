@@ -392,6 +392,9 @@ impl GgufModel {
             .max_tokens
             .unwrap_or(DEFAULT_MAX_TOKENS)
             .min(context - prompt.len());
+        if options.num_beams <= 1 {
+            session.cache.reserve(prompt.len() + max_new);
+        }
 
         let started = Instant::now();
         let (mut logits, cached) = self.prefill(session, prompt)?;

@@ -302,6 +302,19 @@ impl Cache {
             .sum()
     }
 
+    /// Makes room for `positions` in all, so that growing to them moves
+    /// nothing (a growing vector would otherwise double and copy itself,
+    /// holding both copies for a moment and leaving the old one to the
+    /// allocator).
+    pub(crate) fn reserve(&mut self, positions: usize) {
+        let want = positions * self.kv_dim;
+        for v in self.keys.iter_mut().chain(&mut self.values) {
+            if v.capacity() < want {
+                v.reserve_exact(want - v.len());
+            }
+        }
+    }
+
     /// Keeps the first `len` positions.
     pub(crate) fn truncate(&mut self, len: usize) {
         for (k, v) in self.keys.iter_mut().zip(&mut self.values) {
