@@ -4,11 +4,13 @@
 //! excluded) for vector, BM25 and fused search, with the vector search before
 //! the graph exists (exact) as the reference for recall.
 //!
-//! `--backend` picks the vector stores, side by side in one run: `embedded`
-//! (in process, the default), `qdrant` (one server on loopback) and
-//! `cluster` (three nodes on loopback, 3 shards × 2 replicas); the servers
-//! are started from `QDRANT_BIN` or `qdrant` on PATH. A table at the end
-//! compares them.
+//! `--backend` picks the backends, side by side in one run: `embedded`
+//! (vectors in process and BM25 in a local tantivy index, the default),
+//! `qdrant` (one server on loopback, holding the vectors and the BM25
+//! keywords as sparse vectors) and `cluster` (three nodes on loopback,
+//! 3 shards × 2 replicas); the servers are started from `QDRANT_BIN` or
+//! `qdrant` on PATH. Ingest counts the writes of both indexes. A table at
+//! the end compares them.
 //!
 //! With `--vectors F --query-vectors Q` (both as `kb embed --json` writes
 //! them: an array of `{text, embedding}`) it runs on those real texts and
@@ -24,7 +26,9 @@
 use std::time::{Duration, Instant};
 
 use kb_core::{Chunk, VectorStore};
-use kb_retrievers::{Bm25Index, EdgeStore, Fusion, QdrantOptions, QdrantStore, Setup, fuse};
+use kb_retrievers::{
+    Bm25Index, EdgeStore, Fusion, KeywordIndex, QdrantOptions, QdrantStore, Setup, fuse,
+};
 
 #[path = "../tests/support/qdrant.rs"]
 mod qdrant;
@@ -249,7 +253,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let bench = Bench {
         runtime: &runtime,
-        bm25: &bm25,
         chunks: &chunks,
         vectors: &vectors,
         queries: &query_vectors,
@@ -260,7 +263,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let row = match backend.as_str() {
             "embedded" => {
                 let store = EdgeStore::open(&dir.path().join("vectors"), dimension)?;
-                bench.run(&store, |store| {
+                let keywords = Bm25Index::open(&dir.path().join("bm25-embedded"))?;
+                bench.run(&store, &keywords, |store| {
                     let started = Instant::now();
                     runtime.block_on(store.optimize())?;
                     println!("HNSW built in {:.1} s", started.elapsed().as_secs_f64());
@@ -276,7 +280,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     dimension,
                     Setup::Create,
                 )?;
-                bench.run(&store, |_| wait_indexed(&server))?
+                bench.run(&store, &store, |_| wait_indexed(&server))?
             }
             "cluster" => {
                 let cluster = qdrant::Cluster::start("the Qdrant cluster benchmark")
@@ -291,7 +295,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     dimension,
                     Setup::Create,
                 )?;
-                bench.run(&store, |_| cluster.nodes.iter().try_for_each(wait_indexed))?
+                bench.run(&store, &store, |_| {
+                    cluster.nodes.iter().try_for_each(wait_indexed)
+                })?
             }
             other => {
                 return Err(
@@ -307,20 +313,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         query_vectors.len()
     );
     println!(
-        "| backend | ingest points/s | vs embedded | vector p50 / p99 ms | hybrid p50 / p99 ms | recall@10 vs exact |"
+        "| backend | ingest points/s | vs embedded | vector p50 / p99 ms | BM25 p50 / p99 ms | hybrid p50 / p99 ms | recall@10 vs exact |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     let embedded_rate = rows
         .iter()
         .find(|(b, _)| b == "embedded")
         .map(|(_, r)| r.ingest_rate);
     for (backend, row) in &rows {
         println!(
-            "| {backend} | {:.0} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {:.3} |",
+            "| {backend} | {:.0} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.3} |",
             row.ingest_rate,
             embedded_rate.map_or("-".into(), |e| format!("{:.2}x", row.ingest_rate / e)),
             ms(row.vector.0),
             ms(row.vector.1),
+            ms(row.keyword.0),
+            ms(row.keyword.1),
             ms(row.hybrid.0),
             ms(row.hybrid.1),
             row.recall,
@@ -346,6 +354,7 @@ fn show(name: &str, samples: &mut [Duration]) -> (Duration, Duration) {
 struct Row {
     ingest_rate: f64,
     vector: (Duration, Duration),
+    keyword: (Duration, Duration),
     hybrid: (Duration, Duration),
     recall: f64,
 }
@@ -353,7 +362,6 @@ struct Row {
 /// The data and the queries every backend gets.
 struct Bench<'a> {
     runtime: &'a tokio::runtime::Runtime,
-    bm25: &'a Bm25Index,
     chunks: &'a [Chunk],
     vectors: &'a [Vec<f32>],
     queries: &'a [(Vec<f32>, String)],
@@ -367,11 +375,16 @@ impl Bench<'_> {
     fn run<S: VectorStore>(
         &self,
         store: &S,
+        keywords: &dyn KeywordIndex,
         index: impl FnOnce(&S) -> BoxResult<()>,
     ) -> BoxResult<Row> {
         let started = Instant::now();
         for (c, v) in self.chunks.chunks(1000).zip(self.vectors.chunks(1000)) {
-            self.runtime.block_on(store.upsert(c, v))?;
+            self.runtime.block_on(async {
+                store.upsert(c, v).await?;
+                keywords.keyword_write(Vec::new(), c.to_vec()).await?;
+                BoxResult::Ok(())
+            })?;
         }
         self.runtime.block_on(store.flush())?;
         let ingest = started.elapsed();
@@ -390,12 +403,24 @@ impl Bench<'_> {
             })
             .sum::<f64>()
             / exact_ids.len().max(1) as f64;
+        let mut keyword_times = Vec::new();
+        for (_, text) in self.queries {
+            let t = Instant::now();
+            let hits = self
+                .runtime
+                .block_on(keywords.keyword_search(text, K, None))?;
+            keyword_times.push(t.elapsed());
+            assert!(!hits.is_empty(), "no keyword hits for {text:?}");
+        }
+        let keyword = show("BM25 keywords", &mut keyword_times);
         let mut hybrid_times = Vec::new();
         for (v, text) in self.queries {
             let t = Instant::now();
             let (dense, sparse) = self.runtime.block_on(async {
-                let sparse = self.bm25.search(text, CANDIDATES, None);
-                (store.search(v, CANDIDATES, None).await, sparse)
+                tokio::join!(
+                    store.search(v, CANDIDATES, None),
+                    keywords.keyword_search(text, CANDIDATES, None)
+                )
             });
             let fused = fuse(dense?, sparse?, &Fusion::default(), K);
             hybrid_times.push(t.elapsed());
@@ -405,6 +430,7 @@ impl Bench<'_> {
         Ok(Row {
             ingest_rate,
             vector,
+            keyword,
             hybrid,
             recall,
         })

@@ -9,9 +9,8 @@ use async_trait::async_trait;
 use kb_core::{Chunk, Embedder, Filter, Reranker, Retriever, ScoredChunk, VectorStore};
 use serde::{Deserialize, Serialize};
 
-use crate::blocking::run_blocking;
-use crate::bm25::Bm25Index;
 use crate::glossary::Glossary;
+use crate::keywords::KeywordIndex;
 use crate::snapshot::Snapshots;
 
 /// Which indexes a search uses.
@@ -155,16 +154,17 @@ impl Retriever for VectorRetriever {
     }
 }
 
-/// Keyword search over the BM25 index.
+/// Keyword search over a [`KeywordIndex`] (the local BM25 index, or the
+/// keywords kept on a Qdrant server).
 #[derive(Clone)]
 pub struct Bm25Retriever {
-    index: Arc<Bm25Index>,
+    index: Arc<dyn KeywordIndex>,
     filter: Option<Filter>,
 }
 
 impl Bm25Retriever {
     /// Searches `index`.
-    pub fn new(index: Arc<Bm25Index>) -> Self {
+    pub fn new(index: Arc<dyn KeywordIndex>) -> Self {
         Bm25Retriever {
             index,
             filter: None,
@@ -177,13 +177,12 @@ impl Bm25Retriever {
         self
     }
 
-    /// The `k` best chunks for `query`, searched on one of tokio's blocking
-    /// threads (the index reads files).
+    /// The `k` best chunks for `query`.
     async fn search(&self, query: &str, k: usize) -> kb_core::Result<Vec<ScoredChunk>> {
-        let index = Arc::clone(&self.index);
-        let (query, filter) = (query.to_string(), self.filter.clone());
-        let search = move || index.search(&query, k, filter.as_ref());
-        Ok(run_blocking("a BM25 search", search).await?)
+        Ok(self
+            .index
+            .keyword_search(query, k, self.filter.as_ref())
+            .await?)
     }
 }
 

@@ -24,6 +24,7 @@ mod bm25;
 mod error;
 pub mod glossary;
 mod hybrid;
+mod keywords;
 mod knowledge_base;
 mod loader;
 mod manifest;
@@ -37,6 +38,7 @@ pub use hybrid::{
     Bm25Retriever, Fusion, FusionMethod, Hit, HybridRetriever, Rank, Rerank, SearchMode,
     VectorRetriever, fuse, rerank_hits,
 };
+pub use keywords::KeywordIndex;
 pub use knowledge_base::{
     Access, Check, DEFAULT_UNIT_SIZE, IngestOptions, IngestReport, KnowledgeBase, MIN_FREE_SPACE,
     Progress, READ_WAIT, Stats, VectorBackend, chunk_ids_by_source,

@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -187,14 +188,16 @@ async fn a_knowledge_base_keeps_its_vectors_on_the_server() {
         KnowledgeBase::open_with(&served_dir, embedder(), Access::Write, &backend).expect("open");
     let report = ingest(&kb, &docs, false).await;
     assert_eq!(report.added, 5, "{report:?}");
+    // Vectors and keywords are both on the server.
     assert!(!served_dir.join("vectors").exists());
+    assert!(!served_dir.join("bm25").exists());
     assert_consistent(&kb).await;
 
     let embedded = KnowledgeBase::open(&work.path().join("embedded"), embedder(), Access::Write)
         .expect("open");
     ingest(&embedded, &docs, false).await;
     for query in ["attention heads", "低秩矩阵", "KV cache keys", "installer"] {
-        for mode in [SearchMode::Vector, SearchMode::Hybrid] {
+        for mode in [SearchMode::Vector, SearchMode::Bm25, SearchMode::Hybrid] {
             let here = embedded.search(query, 4, None, mode).await.expect("search");
             let there = kb.search(query, 4, None, mode).await.expect("search");
             let key = |hits: &[kb_retrievers::Hit]| -> Vec<String> {
@@ -203,12 +206,38 @@ async fn a_knowledge_base_keeps_its_vectors_on_the_server() {
             assert_eq!(key(&here), key(&there), "{query} {mode:?}");
         }
     }
+    // The server's keywords are jieba's: a word inside unspaced Chinese
+    // is found, and filters apply to them.
+    let hits = kb
+        .search("多头", 3, None, SearchMode::Bm25)
+        .await
+        .expect("search");
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert!(hits[0].scored.chunk.text.contains("多头注意力"), "{hits:?}");
+    let only_guide = Filter::from_str("source=docs/guide.md").expect("filter");
+    let hits = kb
+        .search("注意力 installer", 5, Some(&only_guide), SearchMode::Bm25)
+        .await
+        .expect("search");
+    assert!(!hits.is_empty());
+    assert!(
+        hits.iter()
+            .all(|h| h.scored.chunk.metadata["source"] == "docs/guide.md"),
+        "{hits:?}"
+    );
     let (files, _) = kb
         .delete(&["docs/guide.md".to_string()])
         .await
         .expect("delete");
     assert_eq!(files, 1);
     assert_consistent(&kb).await;
+    assert!(
+        kb.search("installer", 3, None, SearchMode::Bm25)
+            .await
+            .expect("search")
+            .is_empty(),
+        "a deleted file's keywords are gone"
+    );
     drop(kb);
 
     // The knowledge base remembers where its vectors are.
@@ -224,6 +253,20 @@ async fn a_knowledge_base_keeps_its_vectors_on_the_server() {
             .expect("search")
             .is_empty()
     );
+    drop(reader);
+
+    // One that kept its keywords locally beside the server (as kb once
+    // did) is refused until rebuilt, instead of searching keywords that
+    // the server does not have.
+    std::fs::create_dir_all(served_dir.join("bm25")).expect("mkdir");
+    let err =
+        KnowledgeBase::open_with(&served_dir, embedder(), Access::Read, &backend).unwrap_err();
+    assert!(err.to_string().contains("--rebuild"), "{err}");
+    let rebuilt = KnowledgeBase::open_with(&served_dir, embedder(), Access::Rebuild, &backend)
+        .expect("rebuild");
+    assert!(!served_dir.join("bm25").exists());
+    assert_eq!(ingest(&rebuilt, &docs, false).await.added, 5);
+    assert_consistent(&rebuilt).await;
 }
 
 /// An embedder that kills the server as it is asked for its `at`-th batch.

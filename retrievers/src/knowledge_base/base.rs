@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use kb_core::{Embedder, Filter, VectorStore};
 
 use super::*;
-use crate::blocking::run_blocking;
 use crate::bm25::Bm25Index;
 use crate::error::{Error, Result};
 use crate::glossary::{self, Glossary, TermPair};
 use crate::hybrid::{
     Bm25Retriever, Fusion, Hit, HybridRetriever, Rerank, SearchMode, VectorRetriever,
 };
+use crate::keywords::KeywordIndex;
 use crate::manifest::{FileRecord, Manifest};
 use crate::snapshot::Snapshots;
 use crate::store::edge::EdgeStore;
@@ -27,7 +27,7 @@ pub struct KnowledgeBase {
     pub(super) root: PathBuf,
     pub(super) manifest: Mutex<Manifest>,
     pub(super) vectors: Arc<dyn VectorStore>,
-    pub(super) bm25: Arc<Bm25Index>,
+    pub(super) keywords: Arc<dyn KeywordIndex>,
     pub(super) embedder: Arc<dyn Embedder>,
     pub(super) fusion: Fusion,
     pub(super) rerank: Option<Rerank>,
@@ -205,24 +205,42 @@ impl KnowledgeBase {
                 requested: backend.recorded(),
             });
         }
-        let vectors: Arc<dyn VectorStore> = match backend {
-            VectorBackend::Embedded => Arc::new(EdgeStore::open(&dir.join("vectors"), dimension)?),
-            VectorBackend::Qdrant(options) => {
-                let setup = match access {
-                    Access::Read => Setup::Existing,
-                    Access::Write => Setup::Create,
-                    Access::Rebuild => Setup::Recreate,
-                };
-                Arc::new(QdrantStore::connect(
-                    options.clone(),
-                    &id,
-                    dimension,
-                    setup,
-                )?)
-            }
-        };
-        let bm25 = Arc::new(Bm25Index::open(&dir.join("bm25"))?);
-        let glossary = load_glossary(&manifest, &bm25, access != Access::Read)?;
+        let (vectors, keywords, local): (Arc<dyn VectorStore>, Arc<dyn KeywordIndex>, _) =
+            match backend {
+                VectorBackend::Embedded => {
+                    let bm25 = Bm25Index::open(&dir.join("bm25"))?;
+                    (
+                        Arc::new(EdgeStore::open(&dir.join("vectors"), dimension)?),
+                        Arc::new(bm25.clone()),
+                        Some(bm25),
+                    )
+                }
+                VectorBackend::Qdrant(options) => {
+                    // The keywords are on the server too, with the vectors.
+                    if dir.join("bm25").exists() && !manifest.files()?.is_empty() {
+                        return Err(Error::InvalidInput(format!(
+                            "{} keeps its keywords in {}, as earlier versions of kb did \
+                             beside a vector server; rebuild it once with \
+                             `kb ingest --rebuild PATH...` to keep them on the server",
+                            dir.display(),
+                            dir.join("bm25").display()
+                        )));
+                    }
+                    let setup = match access {
+                        Access::Read => Setup::Existing,
+                        Access::Write => Setup::Create,
+                        Access::Rebuild => Setup::Recreate,
+                    };
+                    let store = Arc::new(QdrantStore::connect(
+                        options.clone(),
+                        &id,
+                        dimension,
+                        setup,
+                    )?);
+                    (store.clone(), store, None)
+                }
+            };
+        let glossary = load_glossary(&manifest, local.as_ref(), access != Access::Read)?;
         let root = dir
             .canonicalize()
             .map_err(io("resolving", dir))?
@@ -234,7 +252,7 @@ impl KnowledgeBase {
             root,
             manifest: Mutex::new(manifest),
             vectors,
-            bm25,
+            keywords,
             embedder,
             fusion: Fusion::default(),
             rerank: None,
@@ -311,16 +329,6 @@ impl KnowledgeBase {
         shown.to_string_lossy().replace('\\', "/")
     }
 
-    /// Runs `work` on the BM25 index on one of tokio's blocking threads (it
-    /// reads and writes files).
-    pub(super) async fn on_bm25<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&Bm25Index) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let bm25 = Arc::clone(&self.bm25);
-        run_blocking("a BM25 index task", move || work(&bm25)).await
-    }
-
     pub(super) fn require_writable(&self) -> Result<()> {
         if self.writable {
             Ok(())
@@ -346,7 +354,7 @@ impl KnowledgeBase {
     pub fn retriever(&self, filter: Option<Filter>) -> HybridRetriever {
         HybridRetriever::new(
             VectorRetriever::new(self.embedder.clone(), self.vectors.clone()),
-            Bm25Retriever::new(self.bm25.clone()),
+            Bm25Retriever::new(self.keywords.clone()),
             self.fusion,
         )
         .with_rerank(self.rerank.clone())
@@ -372,15 +380,18 @@ impl KnowledgeBase {
 /// opened for writing.
 pub(super) fn load_glossary(
     manifest: &Manifest,
-    bm25: &Bm25Index,
+    bm25: Option<&Bm25Index>,
     writable: bool,
 ) -> Result<Glossary> {
     const MINED: &str = "glossary";
     if manifest.meta(MINED)?.is_some() {
         return Ok(Glossary::new(manifest.terms()?));
     }
-    let terms: Vec<(String, TermPair)> = bm25
-        .chunks()?
+    let chunks = match bm25 {
+        Some(bm25) => bm25.chunks()?,
+        None => Vec::new(),
+    };
+    let terms: Vec<(String, TermPair)> = chunks
         .iter()
         .flat_map(|chunk| {
             let source = chunk

@@ -79,6 +79,7 @@ impl KnowledgeBase {
     /// Counts and sizes.
     pub async fn stats(&self) -> Result<Stats> {
         let (vectors, units) = self.vectors.counts().await?;
+        let bm25_chunks = self.keywords.keyword_count().await?;
         let manifest = self.manifest()?;
         let files = manifest.files()?;
         Ok(Stats {
@@ -90,7 +91,7 @@ impl KnowledgeBase {
             chunks: manifest.chunk_count()?,
             vectors,
             unit_vectors: units,
-            bm25_chunks: self.bm25.count(),
+            bm25_chunks,
             glossary_terms: self.glossary().len(),
             disk_bytes: disk_usage(&self.dir),
         })
@@ -114,7 +115,7 @@ impl KnowledgeBase {
             chunks: vectors,
             units,
         } = self.vectors.ids().await?;
-        let bm25 = self.on_bm25(|bm25| bm25.ids()).await?;
+        let bm25 = self.keywords.keyword_ids().await?;
         let missing = |found: &[String]| -> Vec<String> {
             let found: HashSet<&str> = found.iter().map(String::as_str).collect();
             let mut missing: Vec<String> = expected

@@ -225,12 +225,7 @@ impl KnowledgeBase {
         self.vectors.upsert(&to_write, &vectors).await?;
         self.vectors.upsert_units(&units, &unit_vectors).await?;
         let (removed, written) = (to_remove.len(), to_write.len());
-        self.on_bm25(move |bm25| {
-            bm25.delete(&to_remove)?;
-            bm25.upsert(&to_write)?;
-            bm25.commit()
-        })
-        .await?;
+        self.keywords.keyword_write(to_remove, to_write).await?;
         self.vectors.flush().await?;
         let records: Vec<FileRecord> = batch.iter().map(|w| w.record.clone()).collect();
         let terms: Vec<(String, TermPair)> = batch
@@ -312,12 +307,9 @@ impl KnowledgeBase {
     /// Removes chunks from both indexes, durably (inside a change).
     pub(super) async fn remove_chunks(&self, ids: &[String]) -> Result<()> {
         self.vectors.delete(ids).await?;
-        let removed = ids.to_vec();
-        self.on_bm25(move |bm25| {
-            bm25.delete(&removed)?;
-            bm25.commit()
-        })
-        .await?;
+        self.keywords
+            .keyword_write(ids.to_vec(), Vec::new())
+            .await?;
         Ok(self.vectors.flush().await?)
     }
 }

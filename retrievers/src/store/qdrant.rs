@@ -15,6 +15,7 @@ use qdrant_client::qdrant::{
     UpsertPointsBuilder, VectorParamsBuilder, VectorsConfigBuilder, vectors_config,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
+use rayon::prelude::*;
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
@@ -22,7 +23,10 @@ use super::payload::{
     INDEXED_KEYS, UNIT_FANOUT, UNIT_KEY, check_query, check_vectors, chunk_from_payload,
     first_per_chunk, payload_of, point_id,
 };
+use crate::blocking::run_blocking;
+use crate::bm25::{bm25_document, bm25_query};
 use crate::error::{Error, Result};
+use crate::keywords::KeywordIndex;
 
 /// The dense vector's name in a collection.
 pub(crate) const DENSE: &str = "dense";
@@ -295,13 +299,36 @@ impl QdrantStore {
             return Ok(());
         }
         self.ready().await?;
+        // A chunk's point carries its keywords (a unit's leads to the chunk
+        // by meaning alone): segmenting the texts is CPU work, done on the
+        // blocking threads, all cores at once.
+        let texts: Vec<Option<String>> = keyed
+            .iter()
+            .map(|(_, chunk, unit)| unit.is_none().then(|| chunk.text.clone()))
+            .collect();
+        let keywords = run_blocking("weighing keywords", move || {
+            Ok(texts
+                .par_iter()
+                .map(|text| text.as_deref().map(bm25_document))
+                .collect::<Vec<_>>())
+        })
+        .await?;
         let points: Vec<PointStruct> = keyed
             .iter()
             .zip(vectors)
-            .map(|((key, chunk, unit), vector)| {
+            .zip(keywords)
+            .map(|(((key, chunk, unit), vector), keywords)| {
+                let mut named =
+                    HashMap::from([(DENSE.to_string(), qdrant::Vector::new_dense(vector.clone()))]);
+                if let Some(terms) = keywords {
+                    named.insert(
+                        SPARSE.to_string(),
+                        qdrant::Vector::new_sparse(terms.indices, terms.values),
+                    );
+                }
                 PointStruct::new(
                     point_id(key).to_string(),
-                    HashMap::from([(DENSE.to_string(), vector.clone())]),
+                    named,
                     Payload::from(payload_of(chunk, *unit)),
                 )
             })
@@ -377,7 +404,51 @@ impl QdrantStore {
         Ok(first_per_chunk(hits, k))
     }
 
+    /// The `k` chunks whose keywords best match `query` (BM25: the sparse
+    /// vectors, weighted by the server's inverse document frequencies).
+    async fn keyword_hits(
+        &self,
+        query: &str,
+        k: usize,
+        filter: Option<&Filter>,
+    ) -> Result<Vec<ScoredChunk>> {
+        let terms = bm25_query(query);
+        if terms.indices.is_empty() || k == 0 {
+            return Ok(Vec::new());
+        }
+        self.ready().await?;
+        let mut request = QueryPointsBuilder::new(self.collection())
+            .query(qdrant::VectorInput::new_sparse(terms.indices, terms.values))
+            .using(SPARSE)
+            .limit(k as u64)
+            .with_payload(true);
+        if let Some(filter) = filter.filter(|f| !f.is_empty()) {
+            request = request.filter(to_filter(filter)?);
+        }
+        let points = self
+            .client
+            .query(request)
+            .await
+            .map_err(self.server("searching keywords"))?
+            .result;
+        Ok(points
+            .into_iter()
+            .filter_map(|p| {
+                Some(ScoredChunk {
+                    chunk: chunk_from_payload(to_json(p.payload))?,
+                    score: p.score,
+                })
+            })
+            .collect())
+    }
+
     async fn all_ids(&self) -> Result<StoredIds> {
+        self.ids_where(None).await
+    }
+
+    /// The chunk ids of the points `filter` accepts (all without one),
+    /// split into chunks and units.
+    async fn ids_where(&self, filter: Option<qdrant::Filter>) -> Result<StoredIds> {
         self.ready().await?;
         let mut ids = StoredIds::default();
         let mut offset: Option<qdrant::PointId> = None;
@@ -391,6 +462,9 @@ impl QdrantStore {
                 .with_vectors(false);
             if let Some(offset) = offset.take() {
                 request = request.offset(offset);
+            }
+            if let Some(filter) = &filter {
+                request = request.filter(filter.clone());
             }
             let page = self
                 .client
@@ -612,5 +686,37 @@ impl VectorStore for QdrantStore {
 
     async fn setup(&self) -> kb_core::Result<()> {
         boundary(self.ready().await)
+    }
+}
+
+/// The keywords live on the chunks' points: written with their vectors by
+/// [`VectorStore::upsert`], removed with them by [`VectorStore::delete`].
+#[async_trait]
+impl KeywordIndex for QdrantStore {
+    async fn keyword_search(
+        &self,
+        query: &str,
+        k: usize,
+        filter: Option<&Filter>,
+    ) -> Result<Vec<ScoredChunk>> {
+        self.keyword_hits(query, k, filter).await
+    }
+
+    /// Nothing to do: the points already carry (or no longer hold) them.
+    async fn keyword_write(&self, _remove: Vec<String>, _add: Vec<Chunk>) -> Result<()> {
+        Ok(())
+    }
+
+    async fn keyword_ids(&self) -> Result<Vec<String>> {
+        let with_keywords = qdrant::Filter::must([qdrant::Condition::has_vector(SPARSE)]);
+        Ok(self.ids_where(Some(with_keywords)).await?.chunks)
+    }
+
+    async fn keyword_count(&self) -> Result<usize> {
+        self.ready().await?;
+        self.count(Some(qdrant::Filter::must([qdrant::Condition::has_vector(
+            SPARSE,
+        )])))
+        .await
     }
 }
