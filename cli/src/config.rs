@@ -277,6 +277,7 @@ impl Vector {
                 replicas: self.replicas.value,
                 write_consistency: self.write_consistency.value,
                 timeout: std::time::Duration::from_secs(self.timeout_secs.value.max(1)),
+                ..kb_retrievers::QdrantOptions::new(url.clone())
             }),
         }
     }

@@ -1392,14 +1392,24 @@ fn the_commands_work_against_a_qdrant_server() {
     assert!(found.to_string().contains("LoRA"), "{found}");
     drop(serving);
 
-    // Without the server's settings the knowledge base says where its
-    // vectors are; with a stopped server, that it cannot be reached.
+    // Nothing of it is on this machine: without the server's settings there
+    // is no knowledge base here, and any directory serves with them.
+    assert!(!Path::new(served).join("manifest.db").exists());
     let elsewhere = kb(&["--kb", served, "search", "KV cache"], &[]);
     assert_eq!(elsewhere.status.code(), Some(2));
     assert!(
-        stderr(&elsewhere).contains("qdrant collection notes"),
+        stderr(&elsewhere).contains("no knowledge base"),
         "{}",
         stderr(&elsewhere)
+    );
+    let other_dir = work.path().join("another").join(".kb");
+    let listed_elsewhere = json_of(&kb(
+        &["--kb", other_dir.to_str().expect("utf-8"), "list", "--json"],
+        &on_server,
+    ));
+    assert_eq!(
+        listed_elsewhere,
+        json_of(&kb(&["--kb", served, "list", "--json"], &on_server))
     );
     drop(server);
     let down = kb(&["--kb", served, "search", "KV cache"], &on_server);

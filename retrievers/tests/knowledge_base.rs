@@ -33,6 +33,7 @@ async fn ingestion_is_incremental_idempotent_and_consistent() {
     assert_consistent(&kb).await;
     let sources: Vec<String> = kb
         .files()
+        .await
         .expect("files")
         .into_iter()
         .map(|f| f.source)
@@ -129,7 +130,7 @@ async fn modify_delete_and_prune() {
         .expect("delete");
     assert_eq!(files, 1);
     assert!(chunks >= 1);
-    assert_eq!(kb.files().expect("files").len(), 3);
+    assert_eq!(kb.files().await.expect("files").len(), 3);
     assert_consistent(&kb).await;
 }
 
@@ -187,7 +188,7 @@ async fn another_embedder_lock_and_rebuild() {
     assert!(matches!(err, Error::EmbedderMismatch { .. }), "{err}");
     assert!(err.to_string().contains("--rebuild"), "{err}");
     let kb = KnowledgeBase::open(&dir, other, Access::Rebuild).expect("rebuild");
-    assert_eq!(kb.files().expect("files").len(), 0);
+    assert_eq!(kb.files().await.expect("files").len(), 0);
     let report = ingest(&kb, &docs, false).await;
     assert_eq!(report.added, 5);
     assert_consistent(&kb).await;
@@ -231,7 +232,7 @@ async fn an_interrupted_change_is_repaired_by_the_next_writer() {
     let clean_dir = work.path().join("clean");
     let clean = KnowledgeBase::open(&clean_dir, embedder(), Access::Write).expect("open");
     ingest(&clean, &docs, false).await;
-    let expected = chunk_ids_by_source(&clean).expect("ids");
+    let expected = chunk_ids_by_source(&clean).await.expect("ids");
 
     // Simulate a crash after the first manifest step: pending ids recorded,
     // files forgotten, indexes half written.
@@ -267,7 +268,7 @@ async fn an_interrupted_change_is_repaired_by_the_next_writer() {
     let report = ingest(&kb, &docs, false).await;
     assert!(report.recovered >= 1, "{report:?}");
     assert_eq!(report.added, 1, "the forgotten file is ingested again");
-    assert_eq!(chunk_ids_by_source(&kb).expect("ids"), expected);
+    assert_eq!(chunk_ids_by_source(&kb).await.expect("ids"), expected);
     assert_consistent(&kb).await;
 }
 

@@ -16,7 +16,7 @@ use kb_retrievers::{
     Access, EdgeStore, Error, IngestOptions, KnowledgeBase, Progress, QdrantOptions, QdrantStore,
     SearchMode, Setup, VectorBackend,
 };
-use support::corpus::{assert_consistent, corpus, embedder, ingest};
+use support::corpus::{assert_consistent, corpus, embedder, ingest, write};
 use support::qdrant::Server;
 
 /// A deterministic unit vector of `dimension` from `seed`.
@@ -188,9 +188,8 @@ async fn a_knowledge_base_keeps_its_vectors_on_the_server() {
         KnowledgeBase::open_with(&served_dir, embedder(), Access::Write, &backend).expect("open");
     let report = ingest(&kb, &docs, false).await;
     assert_eq!(report.added, 5, "{report:?}");
-    // Vectors and keywords are both on the server.
-    assert!(!served_dir.join("vectors").exists());
-    assert!(!served_dir.join("bm25").exists());
+    // Vectors, keywords and manifest are all on the server: nothing local.
+    assert!(!served_dir.exists());
     assert_consistent(&kb).await;
 
     let embedded = KnowledgeBase::open(&work.path().join("embedded"), embedder(), Access::Write)
@@ -225,7 +224,7 @@ async fn a_knowledge_base_keeps_its_vectors_on_the_server() {
             .all(|h| h.scored.chunk.metadata["source"] == "docs/guide.md"),
         "{hits:?}"
     );
-    let (files, _) = kb
+    let (files, guide_chunks) = kb
         .delete(&["docs/guide.md".to_string()])
         .await
         .expect("delete");
@@ -240,33 +239,192 @@ async fn a_knowledge_base_keeps_its_vectors_on_the_server() {
     );
     drop(kb);
 
-    // The knowledge base remembers where its vectors are.
-    let err = KnowledgeBase::open(&served_dir, embedder(), Access::Read).unwrap_err();
-    assert!(matches!(err, Error::VectorsElsewhere { .. }), "{err}");
-    assert!(err.to_string().contains("qdrant collection notes"), "{err}");
+    // Any process on any machine searches it with no local files, and sees
+    // the change another made.
+    let elsewhere = work.path().join("elsewhere");
     let reader =
-        KnowledgeBase::open_with(&served_dir, embedder(), Access::Read, &backend).expect("read");
-    assert!(
-        !reader
-            .search("attention", 3, None, SearchMode::Vector)
-            .await
-            .expect("search")
-            .is_empty()
-    );
-    drop(reader);
+        KnowledgeBase::open_with(&elsewhere, embedder(), Access::Read, &backend).expect("read");
+    let hits = reader
+        .search("attention", 3, None, SearchMode::Hybrid)
+        .await
+        .expect("search");
+    assert!(!hits.is_empty());
+    assert_eq!(reader.files().await.expect("files").len(), 4);
+    assert_consistent(&reader).await;
+    assert!(!elsewhere.exists());
 
-    // One that kept its keywords locally beside the server (as kb once
-    // did) is refused until rebuilt, instead of searching keywords that
-    // the server does not have.
-    std::fs::create_dir_all(served_dir.join("bm25")).expect("mkdir");
-    let err =
-        KnowledgeBase::open_with(&served_dir, embedder(), Access::Read, &backend).unwrap_err();
+    // A second writer (another directory beside the first, so the same
+    // source names) ingests incrementally into the same knowledge base:
+    // only the deleted file is new to it.
+    let second = KnowledgeBase::open_with(
+        &work.path().join("second"),
+        embedder(),
+        Access::Write,
+        &backend,
+    )
+    .expect("open");
+    let report = ingest(&second, &docs, false).await;
+    assert_eq!((report.added, report.unchanged), (1, 4), "{report:?}");
+    assert_eq!(report.chunks_written, guide_chunks, "{report:?}");
+    assert_consistent(&second).await;
+    // The reader, open all along, sees it.
+    assert_eq!(reader.files().await.expect("files").len(), 5);
+    drop((reader, second));
+
+    // A knowledge base kept in a directory is refused with a server set
+    // (its manifest is local), and moved there by a rebuild.
+    let local = work.path().join("embedded");
+    let err = KnowledgeBase::open_with(&local, embedder(), Access::Read, &backend).unwrap_err();
     assert!(err.to_string().contains("--rebuild"), "{err}");
-    let rebuilt = KnowledgeBase::open_with(&served_dir, embedder(), Access::Rebuild, &backend)
-        .expect("rebuild");
-    assert!(!served_dir.join("bm25").exists());
+    // Not while a process has it open.
+    let err = KnowledgeBase::open_with(&local, embedder(), Access::Rebuild, &backend).unwrap_err();
+    assert!(matches!(err, Error::Busy(_)), "{err}");
+    drop(embedded);
+    let rebuilt =
+        KnowledgeBase::open_with(&local, embedder(), Access::Rebuild, &backend).expect("rebuild");
+    assert!(!local.join("manifest.db").exists() && !local.join("vectors").exists());
     assert_eq!(ingest(&rebuilt, &docs, false).await.added, 5);
     assert_consistent(&rebuilt).await;
+    // A search process on a collection never ingested into says so.
+    let none = QdrantOptions {
+        collection: "never".into(),
+        ..QdrantOptions::new(server.url())
+    };
+    let empty = KnowledgeBase::open_with(
+        &elsewhere,
+        embedder(),
+        Access::Read,
+        &VectorBackend::Qdrant(none),
+    )
+    .expect("open");
+    let err = empty.ready().await.unwrap_err();
+    assert!(err.to_string().contains("kb ingest"), "{err}");
+}
+
+/// Two writers at once: the second is refused while the first holds the
+/// knowledge base, and gets it once the first is done; a writer that dies
+/// keeps it only until its claim runs out.
+#[tokio::test]
+async fn one_writer_at_a_time_and_a_dead_one_lets_go() {
+    let Some(server) = Server::start("one_writer_at_a_time_and_a_dead_one_lets_go") else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    let docs = work.path().join("docs");
+    corpus(&docs);
+    let backend = VectorBackend::Qdrant(QdrantOptions {
+        collection: "leased".into(),
+        lease: Duration::from_secs(2),
+        ..QdrantOptions::new(server.url())
+    });
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel();
+    let gated = Arc::new(GatedEmbedder {
+        inner: embedder(),
+        started: Mutex::new(Some(started_tx)),
+        go: tokio::sync::Mutex::new(Some(go_rx)),
+    });
+    let first = KnowledgeBase::open_with(&work.path().join("a"), gated, Access::Write, &backend)
+        .expect("open");
+    let second =
+        KnowledgeBase::open_with(&work.path().join("b"), embedder(), Access::Write, &backend)
+            .expect("open");
+    let docs_a = docs.clone();
+    let running = tokio::spawn(async move {
+        let mut progress = |_: Progress| {};
+        first
+            .ingest(&[docs_a], &IngestOptions::default(), &mut progress)
+            .await
+    });
+    started_rx.await.expect("the first writer started");
+    // Held for longer than a lease: the first writer renews it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut progress = |_: Progress| {};
+    let err = second
+        .ingest(
+            std::slice::from_ref(&docs),
+            &IngestOptions::default(),
+            &mut progress,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Busy(_)), "{err}");
+    assert!(
+        err.to_string().contains("is being changed by kb on"),
+        "{err}"
+    );
+    go_tx.send(()).expect("go");
+    let report = running.await.expect("join").expect("first ingest");
+    assert_eq!(report.added, 5, "{report:?}");
+    // Released at the end: the second goes at once.
+    assert_eq!(ingest(&second, &docs, false).await.unchanged, 5);
+
+    // A writer that dies mid-change (its task dropped: no release, no
+    // renewal) keeps the others out until its claim runs out; the next
+    // writer then finishes what it left.
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let (_go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let gated = Arc::new(GatedEmbedder {
+        inner: embedder(),
+        started: Mutex::new(Some(started_tx)),
+        go: tokio::sync::Mutex::new(Some(go_rx)),
+    });
+    let dying = KnowledgeBase::open_with(&work.path().join("c"), gated, Access::Write, &backend)
+        .expect("open");
+    write(
+        &docs,
+        "new.md",
+        "# New\n\nA file the dying writer never finishes.\n".as_bytes(),
+    );
+    let docs_c = docs.clone();
+    let doomed = tokio::spawn(async move {
+        let mut progress = |_: Progress| {};
+        dying
+            .ingest(&[docs_c], &IngestOptions::default(), &mut progress)
+            .await
+    });
+    started_rx.await.expect("the dying writer started");
+    doomed.abort();
+    let _ = doomed.await;
+    let err = second
+        .ingest(
+            std::slice::from_ref(&docs),
+            &IngestOptions::default(),
+            &mut progress,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Busy(_)), "{err}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let report = ingest(&second, &docs, false).await;
+    assert_eq!(report.added, 1, "{report:?}");
+    assert_consistent(&second).await;
+}
+
+/// An embedder that says when it is first called, then waits for a go.
+struct GatedEmbedder {
+    inner: Arc<dyn Embedder>,
+    started: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    go: tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+}
+
+#[async_trait]
+impl Embedder for GatedEmbedder {
+    fn id(&self) -> &str {
+        self.inner.id()
+    }
+    fn dimension(&self) -> usize {
+        self.inner.dimension()
+    }
+    async fn embed_documents(&self, texts: &[&str]) -> kb_core::Result<Vec<Vec<f32>>> {
+        if let Some(started) = self.started.lock().expect("lock").take() {
+            let _ = started.send(());
+        }
+        if let Some(go) = self.go.lock().await.take() {
+            let _ = go.await;
+        }
+        self.inner.embed_documents(texts).await
+    }
 }
 
 /// An embedder that kills the server as it is asked for its `at`-th batch.
@@ -303,7 +461,10 @@ async fn an_ingest_the_server_dies_in_converges_on_the_next_run() {
     let work = tempfile::tempdir().expect("tempdir");
     let docs = work.path().join("docs");
     corpus(&docs);
-    let backend = VectorBackend::Qdrant(options(&server.lock().expect("server"), "crash"));
+    let backend = VectorBackend::Qdrant(QdrantOptions {
+        lease: Duration::from_secs(2),
+        ..options(&server.lock().expect("server"), "crash")
+    });
     let dir = work.path().join(".kb");
     // One file per batch: the server dies while the third is embedded.
     let one_by_one = IngestOptions {
@@ -330,15 +491,18 @@ async fn an_ingest_the_server_dies_in_converges_on_the_next_run() {
                 .unwrap_or_default()
         );
         assert!(message.contains("cannot be reached"), "{message}");
-        let committed = kb.files().expect("files").len();
-        assert!(committed < 5, "{committed} files committed");
     }
     server.lock().expect("server").restart();
+    let reader = KnowledgeBase::open_with(&dir, embedder(), Access::Read, &backend).expect("read");
+    let committed = reader.files().await.expect("files").len();
+    assert!(committed < 5, "{committed} files committed");
+    // The dead writer's claim runs out; the next writer converges.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let kb = KnowledgeBase::open_with(&dir, embedder(), Access::Write, &backend).expect("reopen");
     let report = ingest(&kb, &docs, false).await;
     assert_eq!(report.added + report.unchanged, 5, "{report:?}");
     assert_consistent(&kb).await;
-    assert_eq!(kb.files().expect("files").len(), 5);
+    assert_eq!(kb.files().await.expect("files").len(), 5);
 }
 
 #[tokio::test]

@@ -316,7 +316,7 @@ pub fn chat(
             }
         )?;
     }
-    let mut interrupts = Interrupts::new(&rt)?;
+    let mut interrupts = Interrupts::new(rt)?;
     let mut last: Option<Answer> = None;
     let stdin = std::io::stdin();
     let mut lines = stdin.lock();

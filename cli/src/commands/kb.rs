@@ -20,10 +20,17 @@ use crate::commands::human_size;
 use crate::config::{Config, RerankKind};
 
 /// A tokio runtime for the library's async API.
-pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread()
+pub fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+    // One for the whole process: a connection to a vector server belongs
+    // to the runtime that opened it.
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(runtime) = RUNTIME.get() {
+        return Ok(runtime);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?)
+        .build()?;
+    Ok(RUNTIME.get_or_init(|| runtime))
 }
 
 /// Opens the configured knowledge base, searching with the configured fusion.
@@ -35,6 +42,13 @@ pub fn open(config: &Config, access: Access) -> Result<KnowledgeBase> {
             .with_context(|| format!("opening the knowledge base {}", dir.display()))?;
     kb.set_fusion(config.retrieval.value.fusion());
     kb.set_query_expansion(config.retrieval.value.expand);
+    // On a server, what searches need (the glossary) is read once now, so
+    // that every retriever made from the knowledge base has it.
+    if access == Access::Read {
+        runtime()?
+            .block_on(kb.ready())
+            .with_context(|| format!("opening the knowledge base {}", dir.display()))?;
+    }
     Ok(kb)
 }
 
@@ -270,9 +284,10 @@ fn one_line(text: &str, max: usize) -> String {
 
 pub fn list(config: &Config, json: bool, out: &mut impl Write) -> Result<()> {
     let kb = open(config, Access::Read)?;
-    let files = kb.files()?;
+    let runtime = runtime()?;
+    let files = runtime.block_on(kb.files())?;
     if json {
-        let mut ids = kb_retrievers::chunk_ids_by_source(&kb)?;
+        let mut ids = runtime.block_on(kb_retrievers::chunk_ids_by_source(&kb))?;
         let rows: Vec<_> = files
             .iter()
             .map(|f| {
@@ -313,8 +328,12 @@ pub fn delete(config: &Config, sources: &[String], json: bool, out: &mut impl Wr
         bail!("name the files to delete, as `kb list` shows them");
     }
     let kb = open(config, Access::Write)?;
-    let known: std::collections::HashSet<String> =
-        kb.files()?.into_iter().map(|f| f.source).collect();
+    let runtime = runtime()?;
+    let known: std::collections::HashSet<String> = runtime
+        .block_on(kb.files())?
+        .into_iter()
+        .map(|f| f.source)
+        .collect();
     let missing: Vec<&String> = sources.iter().filter(|s| !known.contains(*s)).collect();
     if !missing.is_empty() {
         bail!(
@@ -326,7 +345,7 @@ pub fn delete(config: &Config, sources: &[String], json: bool, out: &mut impl Wr
                 .join(", ")
         );
     }
-    let (files, chunks) = runtime()?.block_on(kb.delete(sources))?;
+    let (files, chunks) = runtime.block_on(kb.delete(sources))?;
     if json {
         serde_json::to_writer(&mut *out, &json!({"files": files, "chunks": chunks}))?;
         writeln!(out)?;

@@ -131,6 +131,7 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Api
     let uploads = uploads_prefix(&kb, &state.uploads_dir());
     let data: Vec<Value> = kb
         .files()
+        .await
         .map_err(internal)?
         .iter()
         .map(|record| describe(record, &uploads))
@@ -300,7 +301,7 @@ pub async fn upload(
     .map_err(internal)?;
 
     let prefix = uploads_prefix(&kb, &uploads);
-    let records = kb.files().map_err(internal)?;
+    let records = kb.files().await.map_err(internal)?;
     let documents: Vec<Value> = kept
         .iter()
         .filter_map(|path| {
@@ -338,6 +339,7 @@ pub async fn delete(
     let _writer = state.writer.lock().await;
     let record = kb
         .files()
+        .await
         .map_err(internal)?
         .into_iter()
         .find(|r| document_id(&r.source) == id)

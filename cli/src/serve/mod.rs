@@ -238,7 +238,9 @@ pub fn run(config: &Config, request: &ServeArgs) -> Result<()> {
     // knowledge base, the configured one (which a first upload builds it with).
     let embedder: Arc<dyn Embedder> = Arc::new(load_embedder(config)?);
     let vectors = config.vector.backend();
-    let kb = if KnowledgeBase::exists(&kb_dir) {
+    // A knowledge base on a server has nothing in the directory to find.
+    let on_server = matches!(vectors, kb_retrievers::VectorBackend::Qdrant(_));
+    let kb = if on_server || KnowledgeBase::exists(&kb_dir) {
         let access = if request.read_only {
             Access::Read
         } else {
@@ -288,6 +290,13 @@ pub fn run(config: &Config, request: &ServeArgs) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
+        // On a server, what searches need (the glossary) is read before the
+        // first request, on this runtime.
+        if let Some(kb) = state.kb()
+            && let Err(e) = kb.ready().await
+        {
+            eprintln!("note: the knowledge base is not ready yet: {e}");
+        }
         let listener = tokio::net::TcpListener::bind(request.addr)
             .await
             .with_context(|| format!("binding {}", request.addr))?;

@@ -3,10 +3,11 @@
 
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use kb_core::{Embedder, Filter, VectorStore};
+use tokio::sync::OnceCell;
 
 use super::*;
 use crate::bm25::Bm25Index;
@@ -16,16 +17,20 @@ use crate::hybrid::{
     Bm25Retriever, Fusion, Hit, HybridRetriever, Rerank, SearchMode, VectorRetriever,
 };
 use crate::keywords::KeywordIndex;
-use crate::manifest::{FileRecord, Manifest};
+use crate::manifest::FileRecord;
+use crate::manifest::lease::Lease;
+use crate::manifest::qdrant::ServerManifest;
+use crate::manifest::sqlite::{Manifest, SqliteManifest};
+use crate::manifest::store::ManifestStore;
 use crate::snapshot::Snapshots;
 use crate::store::edge::EdgeStore;
-use crate::store::qdrant::{QdrantStore, Setup};
+use crate::store::qdrant::{QdrantOptions, QdrantStore, Setup};
 
 /// A knowledge base in a directory: see the [module docs](super).
 pub struct KnowledgeBase {
     pub(super) dir: PathBuf,
     pub(super) root: PathBuf,
-    pub(super) manifest: Mutex<Manifest>,
+    pub(super) manifest: Arc<dyn ManifestStore>,
     pub(super) vectors: Arc<dyn VectorStore>,
     pub(super) keywords: Arc<dyn KeywordIndex>,
     pub(super) embedder: Arc<dyn Embedder>,
@@ -33,11 +38,18 @@ pub struct KnowledgeBase {
     pub(super) rerank: Option<Rerank>,
     /// The term pairs of its files, for cross-language query expansion.
     pub(super) glossary: RwLock<Arc<Glossary>>,
+    /// Set once the glossary was read (at opening for a local manifest, at
+    /// the first search for one on a server).
+    pub(super) glossary_read: OnceCell<()>,
     pub(super) expand_queries: bool,
     pub(super) writable: bool,
     /// Searches read between changes, not inside one.
     pub(super) snapshots: Arc<Snapshots>,
-    pub(super) _lock: File,
+    /// For a writer to a knowledge base on a server: the manifest it claims
+    /// before each change, and its name as a claimant.
+    pub(super) claims: Option<(ServerManifest, String)>,
+    /// The directory's lock (none on a server: its lease serves).
+    pub(super) _lock: Option<File>,
 }
 
 impl std::fmt::Debug for KnowledgeBase {
@@ -113,6 +125,14 @@ impl KnowledgeBase {
         access: Access,
         backend: &VectorBackend,
     ) -> Result<Self> {
+        match backend {
+            VectorBackend::Embedded => Self::open_local(dir, embedder, access),
+            VectorBackend::Qdrant(options) => Self::open_on_server(dir, embedder, access, options),
+        }
+    }
+
+    /// Opens the knowledge base kept in `dir`.
+    fn open_local(dir: &Path, embedder: Arc<dyn Embedder>, access: Access) -> Result<Self> {
         let manifest_path = dir.join("manifest.db");
         if access == Access::Read && !Self::exists(dir) {
             return Err(Error::Missing(dir.to_path_buf()));
@@ -152,18 +172,7 @@ impl KnowledgeBase {
             }
         }
         if access == Access::Rebuild {
-            for part in ["manifest.db", "manifest.db-wal", "manifest.db-shm"] {
-                let p = dir.join(part);
-                if p.exists() {
-                    std::fs::remove_file(&p).map_err(io("removing", &p))?;
-                }
-            }
-            for part in ["vectors", "bm25"] {
-                let p = dir.join(part);
-                if p.exists() {
-                    std::fs::remove_dir_all(&p).map_err(io("removing", &p))?;
-                }
-            }
+            remove_local_files(dir)?;
         }
         // Opening the vector store writes too (a fresh log segment).
         ensure_space(dir)?;
@@ -186,83 +195,141 @@ impl KnowledgeBase {
                 manifest.set_meta("dimension", &dimension.to_string())?;
             }
         }
-        // Knowledge bases from before servers kept their vectors in `vectors/`.
+        let embedded = VectorBackend::Embedded.recorded();
         let recorded = match manifest.meta("vectors")? {
             Some(recorded) => recorded,
             None => {
-                let recorded = if dir.join("vectors").exists() {
-                    VectorBackend::Embedded.recorded()
-                } else {
-                    backend.recorded()
-                };
-                manifest.set_meta("vectors", &recorded)?;
-                recorded
+                manifest.set_meta("vectors", &embedded)?;
+                embedded.clone()
             }
         };
-        if recorded != backend.recorded() {
+        if recorded != embedded {
             return Err(Error::VectorsElsewhere {
                 recorded,
-                requested: backend.recorded(),
+                requested: embedded,
             });
         }
-        let (vectors, keywords, local): (Arc<dyn VectorStore>, Arc<dyn KeywordIndex>, _) =
-            match backend {
-                VectorBackend::Embedded => {
-                    let bm25 = Bm25Index::open(&dir.join("bm25"))?;
-                    (
-                        Arc::new(EdgeStore::open(&dir.join("vectors"), dimension)?),
-                        Arc::new(bm25.clone()),
-                        Some(bm25),
-                    )
-                }
-                VectorBackend::Qdrant(options) => {
-                    // The keywords are on the server too, with the vectors.
-                    if dir.join("bm25").exists() && !manifest.files()?.is_empty() {
-                        return Err(Error::InvalidInput(format!(
-                            "{} keeps its keywords in {}, as earlier versions of kb did \
-                             beside a vector server; rebuild it once with \
-                             `kb ingest --rebuild PATH...` to keep them on the server",
-                            dir.display(),
-                            dir.join("bm25").display()
-                        )));
-                    }
-                    let setup = match access {
-                        Access::Read => Setup::Existing,
-                        Access::Write => Setup::Create,
-                        Access::Rebuild => Setup::Recreate,
-                    };
-                    let store = Arc::new(QdrantStore::connect(
-                        options.clone(),
-                        &id,
-                        dimension,
-                        setup,
-                    )?);
-                    (store.clone(), store, None)
-                }
-            };
-        let glossary = load_glossary(&manifest, local.as_ref(), access != Access::Read)?;
+        let vectors = Arc::new(EdgeStore::open(&dir.join("vectors"), dimension)?);
+        let bm25 = Bm25Index::open(&dir.join("bm25"))?;
+        let glossary = load_glossary(&manifest, &bm25, access != Access::Read)?;
         let root = dir
             .canonicalize()
             .map_err(io("resolving", dir))?
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
-        let kb = KnowledgeBase {
+        Ok(KnowledgeBase {
             dir: dir.to_path_buf(),
             root,
-            manifest: Mutex::new(manifest),
+            manifest: Arc::new(SqliteManifest::new(manifest)),
             vectors,
-            keywords,
+            keywords: Arc::new(bm25),
             embedder,
             fusion: Fusion::default(),
             rerank: None,
             glossary: RwLock::new(Arc::new(glossary)),
+            glossary_read: OnceCell::new_with(Some(())),
             expand_queries: true,
             writable: access != Access::Read,
             snapshots: Arc::default(),
-            _lock: lock,
+            claims: None,
+            _lock: Some(lock),
+        })
+    }
+
+    /// Opens a knowledge base kept on a server: its vectors, keywords and
+    /// manifest. Nothing is read or written on this machine: `dir` only
+    /// names sources (relative to the folder that holds it), and any number
+    /// of processes anywhere may open it; a writer claims it (a lease on
+    /// the server) for the length of each change.
+    fn open_on_server(
+        dir: &Path,
+        embedder: Arc<dyn Embedder>,
+        access: Access,
+        options: &QdrantOptions,
+    ) -> Result<Self> {
+        if Self::exists(dir) {
+            if access != Access::Rebuild {
+                return Err(Error::InvalidInput(format!(
+                    "{} holds a knowledge base kept on this machine (its manifest.db), but \
+                     a vector server is set ({}): with one, the whole knowledge base lives \
+                     on the server. Use another --kb directory, unset the server \
+                     (KB_VECTOR_URL, [vector] url) to use this one, or build this one on \
+                     the server with `kb ingest --rebuild PATH...`",
+                    dir.display(),
+                    options.url
+                )));
+            }
+            // Not from under a process that has it open.
+            let lock_path = dir.join("lock");
+            let lock = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(|e| read_only(dir, "opening", &lock_path, e))?;
+            match lock.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => {
+                    return Err(Error::Busy(format!(
+                        "{} is in use by another kb process; try again when it finishes",
+                        dir.display()
+                    )));
+                }
+                Err(TryLockError::Error(e)) => return Err(io("locking", &lock_path)(e)),
+            }
+            remove_local_files(dir)?;
+        }
+        let setup = match access {
+            Access::Read => Setup::Existing,
+            Access::Write => Setup::Create,
+            Access::Rebuild => Setup::Recreate,
         };
-        Ok(kb)
+        let store = Arc::new(QdrantStore::connect(
+            options.clone(),
+            embedder.id(),
+            embedder.dimension(),
+            setup,
+        )?);
+        let manifest = store.manifest();
+        let claims = (access != Access::Read).then(|| (manifest.clone(), claimant()));
+        Ok(KnowledgeBase {
+            dir: dir.to_path_buf(),
+            root: folder_holding(dir),
+            manifest: Arc::new(manifest),
+            vectors: store.clone(),
+            keywords: store,
+            embedder,
+            fusion: Fusion::default(),
+            rerank: None,
+            glossary: RwLock::default(),
+            glossary_read: OnceCell::new(),
+            expand_queries: true,
+            writable: access != Access::Read,
+            snapshots: Arc::default(),
+            claims,
+            _lock: None,
+        })
+    }
+
+    /// Reads what searches need before the first one (the glossary, from a
+    /// manifest on a server); searches call it themselves. Call it before
+    /// [`retriever`](Self::retriever) on a knowledge base kept on a server,
+    /// or that retriever expands no query.
+    pub async fn ready(&self) -> Result<()> {
+        self.glossary_read
+            .get_or_try_init(|| self.reload_glossary())
+            .await
+            .map(|_| ())
+    }
+
+    /// Claims a knowledge base kept on a server for one change (nothing to
+    /// claim for one in a directory: its lock is held while it is open).
+    pub(super) async fn claim(&self) -> Result<Option<Lease>> {
+        match &self.claims {
+            Some((manifest, holder)) => Ok(Some(Lease::take(manifest, holder).await?)),
+            None => Ok(None),
+        }
     }
 
     /// Whether `dir` holds a knowledge base.
@@ -299,8 +366,8 @@ impl KnowledgeBase {
         }
     }
 
-    pub(super) fn reload_glossary(&self) -> Result<()> {
-        let fresh = Arc::new(Glossary::new(self.manifest()?.terms()?));
+    pub(super) async fn reload_glossary(&self) -> Result<()> {
+        let fresh = Arc::new(Glossary::new(self.manifest.terms().await?));
         match self.glossary.write() {
             Ok(mut glossary) => *glossary = fresh,
             Err(poisoned) => *poisoned.into_inner() = fresh,
@@ -312,12 +379,6 @@ impl KnowledgeBase {
     /// by default).
     pub fn set_rerank(&mut self, rerank: Option<Rerank>) {
         self.rerank = rerank;
-    }
-
-    pub(super) fn manifest(&self) -> Result<MutexGuard<'_, Manifest>> {
-        self.manifest
-            .lock()
-            .map_err(|_| Error::Index("the manifest lock is poisoned".into()))
     }
 
     /// How a file is named in the knowledge base: its path relative to the
@@ -339,9 +400,10 @@ impl KnowledgeBase {
         }
     }
 
-    /// Every ingested file.
-    pub fn files(&self) -> Result<Vec<FileRecord>> {
-        self.manifest()?.files()
+    /// Every ingested file, ordered by source (`chunk_ids` holds as many
+    /// empty placeholders as the file has chunks).
+    pub async fn files(&self) -> Result<Vec<FileRecord>> {
+        self.manifest.files().await
     }
 
     /// Builds the vector index (HNSW) now; worthwhile after large ingests.
@@ -371,8 +433,46 @@ impl KnowledgeBase {
         filter: Option<&Filter>,
         mode: SearchMode,
     ) -> kb_core::Result<Vec<Hit>> {
+        self.ready().await?;
         self.retriever(filter.cloned()).search(query, k, mode).await
     }
+}
+
+/// Removes what a knowledge base keeps in `dir` (before a rebuild).
+fn remove_local_files(dir: &Path) -> Result<()> {
+    for part in ["manifest.db", "manifest.db-wal", "manifest.db-shm"] {
+        let p = dir.join(part);
+        if p.exists() {
+            std::fs::remove_file(&p).map_err(io("removing", &p))?;
+        }
+    }
+    for part in ["vectors", "bm25"] {
+        let p = dir.join(part);
+        if p.exists() {
+            std::fs::remove_dir_all(&p).map_err(io("removing", &p))?;
+        }
+    }
+    Ok(())
+}
+
+/// The folder that holds `dir`, absolute, whether or not `dir` exists.
+fn folder_holding(dir: &Path) -> PathBuf {
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    parent
+        .canonicalize()
+        .unwrap_or_else(|_| parent.to_path_buf())
+}
+
+/// This process's name as a claimant of a knowledge base: unique to it.
+fn claimant() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let unique = format!("{}/{nanos}/{:p}", std::process::id(), &nanos);
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, unique.as_bytes()).to_string()
 }
 
 /// The glossary recorded in the manifest. A knowledge base built before
@@ -380,17 +480,14 @@ impl KnowledgeBase {
 /// opened for writing.
 pub(super) fn load_glossary(
     manifest: &Manifest,
-    bm25: Option<&Bm25Index>,
+    bm25: &Bm25Index,
     writable: bool,
 ) -> Result<Glossary> {
     const MINED: &str = "glossary";
     if manifest.meta(MINED)?.is_some() {
         return Ok(Glossary::new(manifest.terms()?));
     }
-    let chunks = match bm25 {
-        Some(bm25) => bm25.chunks()?,
-        None => Vec::new(),
-    };
+    let chunks = bm25.chunks()?;
     let terms: Vec<(String, TermPair)> = chunks
         .iter()
         .flat_map(|chunk| {

@@ -1,7 +1,7 @@
 //! What a knowledge base holds: counts and sizes, and a chunk-by-chunk
 //! comparison of both indexes with the manifest.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use kb_core::{Embedder, StoredIds};
@@ -80,15 +80,16 @@ impl KnowledgeBase {
     pub async fn stats(&self) -> Result<Stats> {
         let (vectors, units) = self.vectors.counts().await?;
         let bm25_chunks = self.keywords.keyword_count().await?;
-        let manifest = self.manifest()?;
-        let files = manifest.files()?;
+        let files = self.manifest.files().await?;
+        let chunks = self.manifest.chunk_count().await?;
+        self.ready().await?;
         Ok(Stats {
             dir: self.dir.clone(),
             embedder: self.embedder.id().to_string(),
             dimension: self.embedder.dimension(),
             files: files.len(),
             documents: files.iter().map(|f| f.documents).sum(),
-            chunks: manifest.chunk_count()?,
+            chunks,
             vectors,
             unit_vectors: units,
             bm25_chunks,
@@ -102,14 +103,9 @@ impl KnowledgeBase {
     /// until a writer (the next ingest) removes them.
     pub async fn check(&self) -> Result<Check> {
         let _view = self.snapshots.read().await;
-        let (files, ids, interrupted) = {
-            let manifest = self.manifest()?;
-            (
-                manifest.files()?.len(),
-                manifest.all_chunk_ids()?,
-                manifest.has_pending()?,
-            )
-        };
+        let files = self.manifest.files().await?.len();
+        let ids = self.manifest.all_chunk_ids().await?;
+        let interrupted = self.manifest.has_pending().await?;
         let expected: HashSet<&str> = ids.iter().map(String::as_str).collect();
         let StoredIds {
             chunks: vectors,
@@ -168,14 +164,8 @@ pub(super) fn disk_usage(dir: &Path) -> u64 {
         .sum()
 }
 
-/// Chunk ids by source, for tests and tools that compare two knowledge bases.
-pub fn chunk_ids_by_source(kb: &KnowledgeBase) -> Result<HashMap<String, Vec<String>>> {
-    let manifest = kb.manifest()?;
-    let mut out = HashMap::new();
-    for file in manifest.files()? {
-        let mut ids = manifest.chunk_ids(&file.source)?;
-        ids.sort();
-        out.insert(file.source, ids);
-    }
-    Ok(out)
+/// Chunk ids by source (each sorted), for tests and tools that compare two
+/// knowledge bases.
+pub async fn chunk_ids_by_source(kb: &KnowledgeBase) -> Result<BTreeMap<String, Vec<String>>> {
+    kb.manifest.chunk_ids_by_source().await
 }

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::glossary::{self, TermPair};
 use crate::loader::FileEntry;
 use crate::manifest::FileRecord;
+use crate::manifest::lease::Lease;
 use crate::splitter::{MarkdownSplitter, RecursiveSplitter};
 
 /// A file's new state, waiting to be committed.
@@ -38,9 +39,28 @@ impl KnowledgeBase {
     ) -> Result<IngestReport> {
         self.require_writable()?;
         self.vectors.setup().await?;
+        let lease = self.claim().await?;
+        let result = self
+            .ingest_claimed(paths, options, progress, lease.as_ref())
+            .await;
+        if let Some(lease) = lease {
+            lease.release().await;
+        }
+        result
+    }
+
+    /// [`ingest`](Self::ingest) once this process may change the knowledge
+    /// base.
+    async fn ingest_claimed(
+        &self,
+        paths: &[PathBuf],
+        options: &IngestOptions,
+        progress: &mut (dyn FnMut(Progress) + Send),
+        lease: Option<&Lease>,
+    ) -> Result<IngestReport> {
         let started = Instant::now();
         let mut report = IngestReport {
-            recovered: self.recover().await?,
+            recovered: self.recover(lease).await?,
             ..IngestReport::default()
         };
         let mut entries: Vec<(FileEntry, String)> = Vec::new();
@@ -76,7 +96,7 @@ impl KnowledgeBase {
             if !seen.insert(source.clone()) {
                 continue;
             }
-            let existing = self.manifest()?.file(source)?;
+            let existing = self.manifest.file(source).await?;
             if let Some(record) = &existing
                 && record.size == file.size
                 && record.mtime_ns == file.mtime_ns
@@ -103,7 +123,9 @@ impl KnowledgeBase {
             if let Some(record) = &existing
                 && record.hash == hash
             {
-                self.manifest()?.touch(source, file.size, file.mtime_ns)?;
+                self.manifest
+                    .touch(source, file.size, file.mtime_ns)
+                    .await?;
                 report.unchanged += 1;
                 continue;
             }
@@ -139,12 +161,13 @@ impl KnowledgeBase {
                 is_new: existing.is_none(),
             });
             if batch_chunks >= options.batch_chunks {
-                self.commit_batch(std::mem::take(&mut batch), options, &mut report, progress)
+                let batch = std::mem::take(&mut batch);
+                self.commit_batch(batch, options, &mut report, progress, lease)
                     .await?;
                 batch_chunks = 0;
             }
         }
-        self.commit_batch(batch, options, &mut report, progress)
+        self.commit_batch(batch, options, &mut report, progress, lease)
             .await?;
         progress(Progress::Files {
             done: entries.len(),
@@ -152,13 +175,14 @@ impl KnowledgeBase {
         });
         if options.prune && !prune_roots.is_empty() {
             let gone: Vec<String> = self
-                .manifest()?
-                .files()?
+                .manifest
+                .files()
+                .await?
                 .into_iter()
                 .map(|f| f.source)
                 .filter(|s| !seen.contains(s) && prune_roots.iter().any(|r| s.starts_with(r)))
                 .collect();
-            let (files, chunks) = self.remove_sources(&gone).await?;
+            let (files, chunks) = self.remove_sources(&gone, lease).await?;
             report.removed += files;
             report.chunks_removed += chunks;
         }
@@ -172,6 +196,7 @@ impl KnowledgeBase {
         options: &IngestOptions,
         report: &mut IngestReport,
         progress: &mut (dyn FnMut(Progress) + Send),
+        lease: Option<&Lease>,
     ) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
@@ -217,10 +242,11 @@ impl KnowledgeBase {
             .collect();
         report.embedding_time += embed_started.elapsed();
 
-        let sources: Vec<&str> = batch.iter().map(|w| w.record.source.as_str()).collect();
+        let sources: Vec<String> = batch.iter().map(|w| w.record.source.clone()).collect();
         ensure_space(&self.dir)?;
         let change = self.snapshots.write().await;
-        self.manifest()?.begin_change(&sources, &touched)?;
+        still_held(lease)?;
+        self.manifest.begin_change(&sources, &touched).await?;
         self.vectors.delete(&to_remove).await?;
         self.vectors.upsert(&to_write, &vectors).await?;
         self.vectors.upsert_units(&units, &unit_vectors).await?;
@@ -232,8 +258,9 @@ impl KnowledgeBase {
             .iter()
             .flat_map(|w| w.terms.iter().map(|t| (w.record.source.clone(), t.clone())))
             .collect();
-        self.manifest()?.commit_change(&records, &terms)?;
-        self.reload_glossary()?;
+        still_held(lease)?;
+        self.manifest.commit_change(&records, &terms).await?;
+        self.reload_glossary().await?;
         drop(change);
 
         for work in &batch {
@@ -253,20 +280,29 @@ impl KnowledgeBase {
     pub async fn delete(&self, sources: &[String]) -> Result<(usize, usize)> {
         self.require_writable()?;
         self.vectors.setup().await?;
-        self.recover().await?;
-        self.remove_sources(sources).await
+        let lease = self.claim().await?;
+        let result = async {
+            self.recover(lease.as_ref()).await?;
+            self.remove_sources(sources, lease.as_ref()).await
+        }
+        .await;
+        if let Some(lease) = lease {
+            lease.release().await;
+        }
+        result
     }
 
-    pub(super) async fn remove_sources(&self, sources: &[String]) -> Result<(usize, usize)> {
+    pub(super) async fn remove_sources(
+        &self,
+        sources: &[String],
+        lease: Option<&Lease>,
+    ) -> Result<(usize, usize)> {
         let mut ids = Vec::new();
         let mut found = Vec::new();
-        {
-            let manifest = self.manifest()?;
-            for source in sources {
-                if let Some(record) = manifest.file(source)? {
-                    ids.extend(record.chunk_ids);
-                    found.push(source.as_str());
-                }
+        for source in sources {
+            if let Some(record) = self.manifest.file(source).await? {
+                ids.extend(record.chunk_ids);
+                found.push(source.clone());
             }
         }
         if found.is_empty() {
@@ -274,10 +310,12 @@ impl KnowledgeBase {
         }
         ensure_space(&self.dir)?;
         let _change = self.snapshots.write().await;
-        self.manifest()?.begin_change(&found, &ids)?;
+        still_held(lease)?;
+        self.manifest.begin_change(&found, &ids).await?;
         self.remove_chunks(&ids).await?;
-        self.manifest()?.commit_change(&[], &[])?;
-        self.reload_glossary()?;
+        still_held(lease)?;
+        self.manifest.commit_change(&[], &[]).await?;
+        self.reload_glossary().await?;
         Ok((found.len(), ids.len()))
     }
 
@@ -285,18 +323,16 @@ impl KnowledgeBase {
     ///
     /// Locks are taken in one order everywhere: the snapshot lock, then the
     /// manifest.
-    pub(super) async fn recover(&self) -> Result<usize> {
-        let orphans = {
-            let manifest = self.manifest()?;
-            if !manifest.has_pending()? {
-                return Ok(0);
-            }
-            manifest.orphans()?
-        };
+    pub(super) async fn recover(&self, lease: Option<&Lease>) -> Result<usize> {
+        if !self.manifest.has_pending().await? {
+            return Ok(0);
+        }
+        let orphans = self.manifest.orphans().await?;
         ensure_space(&self.dir)?;
         let _change = self.snapshots.write().await;
         self.remove_chunks(&orphans).await?;
-        self.manifest()?.clear_pending()?;
+        still_held(lease)?;
+        self.manifest.clear_pending().await?;
         tracing::info!(
             orphans = orphans.len(),
             "recovered from an interrupted ingestion"
@@ -312,6 +348,12 @@ impl KnowledgeBase {
             .await?;
         Ok(self.vectors.flush().await?)
     }
+}
+
+/// An error if this process's claim on a server-kept knowledge base could
+/// not be renewed (another writer may hold it now).
+fn still_held(lease: Option<&Lease>) -> Result<()> {
+    lease.map_or(Ok(()), Lease::check)
 }
 
 /// The units of each chunk as (chunk index, unit number, text to embed):

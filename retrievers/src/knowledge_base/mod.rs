@@ -3,8 +3,11 @@
 //!
 //! # Layout
 //! `DIR/manifest.db` (SQLite), `DIR/vectors/` (qdrant-edge), `DIR/bm25/`
-//! (tantivy), `DIR/lock`. With [`VectorBackend::Qdrant`] the vectors live
-//! in a collection on a Qdrant server instead of `DIR/vectors/`.
+//! (tantivy), `DIR/lock`. With [`VectorBackend::Qdrant`] nothing is in
+//! `DIR`: the vectors and keywords are in a collection on a Qdrant server,
+//! the manifest in the collection `NAME-manifest` beside it, and a lease
+//! there (renewed while a change runs, run out when a writer dies) keeps
+//! writers one at a time.
 //!
 //! # Consistency
 //! Chunk ids are deterministic, so writing a chunk twice changes nothing. A

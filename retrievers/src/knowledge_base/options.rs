@@ -24,14 +24,17 @@ pub enum Access {
     Rebuild,
 }
 
-/// Where a knowledge base keeps its vectors. The manifest and the BM25
-/// index stay in its directory either way.
+/// Where a knowledge base is kept.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum VectorBackend {
-    /// In the directory, in the embedded engine (`DIR/vectors`).
+    /// In its directory: the manifest (SQLite), the vectors in the
+    /// embedded engine, the BM25 index (tantivy).
     #[default]
     Embedded,
-    /// In a collection on a Qdrant server or cluster.
+    /// On a Qdrant server or cluster: the vectors and keywords in a
+    /// collection, the manifest in a second one beside it. Nothing is kept
+    /// on the machine, so any number of processes anywhere open it; a
+    /// writer claims it for the length of each change.
     Qdrant(QdrantOptions),
 }
 

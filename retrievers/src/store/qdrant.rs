@@ -27,6 +27,7 @@ use crate::blocking::run_blocking;
 use crate::bm25::{bm25_document, bm25_query};
 use crate::error::{Error, Result};
 use crate::keywords::KeywordIndex;
+use crate::manifest::qdrant::ServerManifest;
 
 /// The dense vector's name in a collection.
 pub(crate) const DENSE: &str = "dense";
@@ -58,6 +59,10 @@ pub struct QdrantOptions {
     pub write_consistency: Option<u32>,
     /// How long one request may take before it fails.
     pub timeout: Duration,
+    /// How long a writer's claim on the collection lasts unless renewed (a
+    /// live writer renews it every third of this): a writer that died
+    /// keeps others out this long at most.
+    pub lease: Duration,
 }
 
 impl QdrantOptions {
@@ -74,6 +79,7 @@ impl QdrantOptions {
             replicas: None,
             write_consistency: None,
             timeout: Duration::from_secs(10),
+            lease: Duration::from_secs(30),
         }
     }
 }
@@ -159,12 +165,19 @@ impl QdrantStore {
 
     /// An error of the server call `what`.
     fn server(&self, what: &'static str) -> impl FnOnce(QdrantError) -> Error + '_ {
-        move |source| Error::Server {
-            location: self.location(),
-            what,
-            hint: hint(&source),
-            source: Box::new(ClientError(source)),
-        }
+        server_error(self.location(), what)
+    }
+
+    /// The knowledge base's manifest on the same server, in the collection
+    /// `NAME-manifest` beside this one, set up (and replicated) as this
+    /// store's collection is.
+    pub(crate) fn manifest(&self) -> ServerManifest {
+        ServerManifest::new(
+            self.client.clone(),
+            &self.options,
+            self.location(),
+            self.setup,
+        )
     }
 
     /// Sets the collection up once, as [`Setup`] says.
@@ -505,6 +518,19 @@ impl QdrantStore {
     }
 }
 
+/// An error of the server call `what` on what `location` names.
+pub(crate) fn server_error(
+    location: String,
+    what: &'static str,
+) -> impl FnOnce(QdrantError) -> Error {
+    move |source| Error::Server {
+        location,
+        what,
+        hint: hint(&source),
+        source: Box::new(ClientError(source)),
+    }
+}
+
 /// What to tell the user about a failed call, beyond the server's words.
 fn hint(error: &QdrantError) -> &'static str {
     let status = match error {
@@ -561,14 +587,14 @@ impl ClientError {
     }
 }
 
-fn already_exists(error: &QdrantError) -> bool {
+pub(crate) fn already_exists(error: &QdrantError) -> bool {
     matches!(error, QdrantError::ResponseError { status }
         if status.code() == tonic::Code::AlreadyExists
             || status.message().contains("already exists"))
 }
 
 /// The payload as JSON.
-fn to_json(payload: HashMap<String, qdrant::Value>) -> kb_core::Metadata {
+pub(crate) fn to_json(payload: HashMap<String, qdrant::Value>) -> kb_core::Metadata {
     payload
         .into_iter()
         .map(|(k, v)| (k, v.into_json()))

@@ -1,34 +1,20 @@
-//! [`Manifest`]: the source of truth of what a knowledge base holds, in
-//! SQLite: each file's content hash and chunk ids, the embedder, and the
-//! chunk ids that may be in the indexes without being committed.
+//! [`Manifest`]: the manifest in the knowledge base's directory, in
+//! SQLite; [`SqliteManifest`] serves it to async code from tokio's blocking
+//! threads.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::record::FileRecord;
+use super::store::ManifestStore;
+use crate::blocking::run_blocking;
 use crate::error::{Error, Result};
 use crate::glossary::TermPair;
-
-/// A file as the manifest records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileRecord {
-    /// Where the file is (see `KnowledgeBase` for how sources are named).
-    pub source: String,
-    /// SHA-256 of its documents' contents.
-    pub hash: String,
-    /// Its size in bytes when ingested.
-    pub size: u64,
-    /// Its modification time when ingested (ns since the epoch).
-    pub mtime_ns: u64,
-    /// The title of its first document.
-    pub title: String,
-    /// Documents read from it (records of JSON/CSV files count separately).
-    pub documents: usize,
-    /// The ids of its chunks.
-    pub chunk_ids: Vec<String>,
-    /// When it was ingested (seconds since the epoch).
-    pub ingested_at: u64,
-}
 
 /// The manifest database of a knowledge base.
 pub struct Manifest {
@@ -368,5 +354,107 @@ impl Manifest {
             .execute("DELETE FROM pending", [])
             .map(|_| ())
             .map_err(|e| self.error(e))
+    }
+}
+
+/// The SQLite manifest as a [`ManifestStore`]: each call on one of tokio's
+/// blocking threads, one at a time.
+#[derive(Debug, Clone)]
+pub(crate) struct SqliteManifest {
+    inner: Arc<Mutex<Manifest>>,
+}
+
+impl SqliteManifest {
+    pub(crate) fn new(manifest: Manifest) -> Self {
+        SqliteManifest {
+            inner: Arc::new(Mutex::new(manifest)),
+        }
+    }
+
+    /// Runs `work` on the manifest off the async threads.
+    async fn with<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Manifest) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = Arc::clone(&self.inner);
+        run_blocking("a manifest call", move || {
+            let mut manifest = inner
+                .lock()
+                .map_err(|_| Error::Index("the manifest lock is poisoned".into()))?;
+            work(&mut manifest)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl ManifestStore for SqliteManifest {
+    async fn file(&self, source: &str) -> Result<Option<FileRecord>> {
+        let source = source.to_string();
+        self.with(move |m| m.file(&source)).await
+    }
+
+    async fn files(&self) -> Result<Vec<FileRecord>> {
+        self.with(|m| m.files()).await
+    }
+
+    async fn chunk_ids_by_source(&self) -> Result<BTreeMap<String, Vec<String>>> {
+        self.with(|m| {
+            let mut by_source = BTreeMap::new();
+            for file in m.files()? {
+                let mut ids = m.chunk_ids(&file.source)?;
+                ids.sort();
+                by_source.insert(file.source, ids);
+            }
+            Ok(by_source)
+        })
+        .await
+    }
+
+    async fn all_chunk_ids(&self) -> Result<Vec<String>> {
+        self.with(|m| m.all_chunk_ids()).await
+    }
+
+    async fn chunk_count(&self) -> Result<usize> {
+        self.with(|m| m.chunk_count()).await
+    }
+
+    async fn touch(&self, source: &str, size: u64, mtime_ns: u64) -> Result<()> {
+        let source = source.to_string();
+        self.with(move |m| m.touch(&source, size, mtime_ns)).await
+    }
+
+    async fn begin_change(&self, sources: &[String], touched: &[String]) -> Result<()> {
+        let (sources, touched) = (sources.to_vec(), touched.to_vec());
+        self.with(move |m| {
+            let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
+            m.begin_change(&sources, &touched)
+        })
+        .await
+    }
+
+    async fn commit_change(
+        &self,
+        files: &[FileRecord],
+        terms: &[(String, TermPair)],
+    ) -> Result<()> {
+        let (files, terms) = (files.to_vec(), terms.to_vec());
+        self.with(move |m| m.commit_change(&files, &terms)).await
+    }
+
+    async fn orphans(&self) -> Result<Vec<String>> {
+        self.with(|m| m.orphans()).await
+    }
+
+    async fn terms(&self) -> Result<Vec<TermPair>> {
+        self.with(|m| m.terms()).await
+    }
+
+    async fn has_pending(&self) -> Result<bool> {
+        self.with(|m| m.has_pending()).await
+    }
+
+    async fn clear_pending(&self) -> Result<()> {
+        self.with(|m| m.clear_pending()).await
     }
 }
