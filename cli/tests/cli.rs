@@ -835,6 +835,41 @@ fn docs_kb(work: &Path) -> String {
     kb_arg
 }
 
+/// Same files in, same index and same ranks out: two fresh ingests of the
+/// same documents (separate processes) answer every search with the same
+/// bytes, scores included.
+#[test]
+fn two_fresh_ingests_rank_byte_for_byte_alike() {
+    let (a, b) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let (kb_a, kb_b) = (docs_kb(a.path()), docs_kb(b.path()));
+    for query in [
+        "how are models fetched and verified?",
+        "hybrid search fusion weights",
+        "张量并行是什么",
+        "KV cache memory of a long prompt",
+        "which Qdrant server settings are there",
+    ] {
+        for mode in ["hybrid", "vector", "bm25"] {
+            let search = |dir: &str| {
+                let out = kb(
+                    &[
+                        "--kb", dir, "search", "--json", "-k", "10", "--mode", mode, query,
+                    ],
+                    &[],
+                );
+                assert!(out.status.success(), "{}", stderr(&out));
+                stdout(&out)
+            };
+            let (first, second) = (search(&kb_a), search(&kb_b));
+            assert!(first.len() > 100, "{query} {mode}: {first}");
+            assert_eq!(first, second, "{query} {mode}");
+        }
+    }
+}
+
 #[test]
 fn ask_streams_a_cited_answer_and_prints_json() {
     let work = tempfile::tempdir().expect("tempdir");
