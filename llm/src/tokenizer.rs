@@ -52,10 +52,9 @@ const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}
 pub struct Tokenizer {
     model: Model,
     /// The bytes each token stands for.
-    bytes: Vec<Vec<u8>>,
+    bytes: TokenBytes,
     /// Which tokens are control tokens (not shown in generated text).
     control: Vec<bool>,
-    ids: HashMap<String, u32>,
     bos: Option<u32>,
     eos: Option<u32>,
     add_bos: bool,
@@ -161,9 +160,9 @@ impl Tokenizer {
         let (model, bytes) = if spm {
             let unknown = optional_id("tokenizer.ggml.unknown_token_id")?.or(default_id(0));
             let add_space_prefix = flag("tokenizer.ggml.add_space_prefix", true)?;
-            spm_model(gguf, &tokens, &types, &vocab, unknown, add_space_prefix)?
+            spm_model(gguf, &tokens, &types, vocab, unknown, add_space_prefix)?
         } else {
-            bpe_model(gguf, &tokens, &types, &vocab)?
+            bpe_model(gguf, &tokens, &types, vocab)?
         };
         let control: Vec<bool> = types
             .iter()
@@ -174,8 +173,8 @@ impl Tokenizer {
             end_of_generation.extend(optional_id(key)?);
         }
         for text in END_OF_TURN {
-            if let Some(&id) = vocab.get(*text)
-                && control[id as usize]
+            if let Some(id) = model.token_id(text)
+                && control.get(id as usize).copied().unwrap_or(false)
             {
                 end_of_generation.push(id);
             }
@@ -186,7 +185,6 @@ impl Tokenizer {
             model,
             bytes,
             control,
-            ids: vocab,
             bos,
             eos,
             add_bos,
@@ -300,7 +298,7 @@ impl Tokenizer {
 
     /// The bytes token `id` stands for (empty for an unknown id).
     pub fn token_bytes(&self, id: u32) -> &[u8] {
-        self.bytes.get(id as usize).map_or(&[], |b| b.as_slice())
+        self.bytes.get(id)
     }
 
     /// Whether `id` is a control token (`<|im_start|>`, `<|im_end|>`, …).
@@ -320,7 +318,7 @@ impl Tokenizer {
 
     /// The id of token `text`, if the vocabulary has it.
     pub fn token_id(&self, text: &str) -> Option<u32> {
-        self.ids.get(text).copied()
+        self.model.token_id(text)
     }
 
     /// The vocabulary size.
@@ -345,13 +343,65 @@ impl Tokenizer {
     }
 }
 
+/// Every token's bytes, end to end in one buffer (a vocabulary of 262k
+/// tokens would otherwise be 262k small allocations).
+#[derive(Debug, Default)]
+struct TokenBytes {
+    data: Vec<u8>,
+    /// Where each token's bytes end in `data`.
+    ends: Vec<u32>,
+}
+
+impl TokenBytes {
+    fn with_capacity(tokens: usize) -> Self {
+        TokenBytes {
+            data: Vec::with_capacity(tokens * 8),
+            ends: Vec::with_capacity(tokens),
+        }
+    }
+
+    /// Adds bytes to the token being built.
+    fn extend(&mut self, bytes: &[u8]) {
+        self.data.extend_from_slice(bytes);
+    }
+
+    /// Ends the token being built.
+    fn finish_token(&mut self) {
+        self.ends.push(self.data.len() as u32);
+    }
+
+    /// Token `id`'s bytes (empty for an unknown id).
+    fn get(&self, id: u32) -> &[u8] {
+        let id = id as usize;
+        let Some(&end) = self.ends.get(id) else {
+            return &[];
+        };
+        let start = if id == 0 { 0 } else { self.ends[id - 1] };
+        &self.data[start as usize..end as usize]
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+}
+
+impl Model {
+    /// The id of token `text`, if the vocabulary has it.
+    fn token_id(&self, text: &str) -> Option<u32> {
+        match self {
+            Model::Bpe(tokenizer) => tokenizer.token_to_id(text),
+            Model::Spm { spm, .. } => spm.id(text),
+        }
+    }
+}
+
 /// The byte-level BPE model and each token's bytes.
 fn bpe_model(
     gguf: &GgufFile,
     tokens: &[&str],
     types: &[usize],
-    vocab: &HashMap<String, u32>,
-) -> Result<(Model, Vec<Vec<u8>>)> {
+    vocab: HashMap<String, u32>,
+) -> Result<(Model, TokenBytes)> {
     let merges = gguf.strings("tokenizer.ggml.merges")?;
     let pre = if gguf.has("tokenizer.ggml.pre") {
         gguf.string("tokenizer.ggml.pre")?
@@ -371,8 +421,7 @@ fn bpe_model(
     let bpe = BPE::builder()
         .vocab_and_merges(
             vocab
-                .iter()
-                .map(|(k, v)| (k.clone(), *v))
+                .into_iter()
                 .collect::<tokenizers::models::bpe::Vocab>(),
             merges,
         )
@@ -392,22 +441,21 @@ fn bpe_model(
         .add_special_tokens(specials)
         .map_err(|e| LlmError::Tokenizer(e.to_string()))?;
     let byte_of = byte_decoder();
-    let bytes = tokens
-        .iter()
-        .zip(types)
-        .map(|(text, t)| {
-            if *t == TYPE_CONTROL || *t == TYPE_USER_DEFINED {
-                text.as_bytes().to_vec()
-            } else {
-                text.chars()
-                    .flat_map(|c| match byte_of.get(&c) {
-                        Some(b) => vec![*b],
-                        None => c.to_string().into_bytes(),
-                    })
-                    .collect()
+    let mut bytes = TokenBytes::with_capacity(tokens.len());
+    let mut utf8 = [0u8; 4];
+    for (text, t) in tokens.iter().zip(types) {
+        if *t == TYPE_CONTROL || *t == TYPE_USER_DEFINED {
+            bytes.extend(text.as_bytes());
+        } else {
+            for c in text.chars() {
+                match byte_of.get(&c) {
+                    Some(b) => bytes.extend(&[*b]),
+                    None => bytes.extend(c.encode_utf8(&mut utf8).as_bytes()),
+                }
             }
-        })
-        .collect();
+        }
+        bytes.finish_token();
+    }
     Ok((Model::Bpe(Box::new(inner)), bytes))
 }
 
@@ -416,10 +464,10 @@ fn spm_model(
     gguf: &GgufFile,
     tokens: &[&str],
     types: &[usize],
-    vocab: &HashMap<String, u32>,
+    vocab: HashMap<String, u32>,
     unknown: Option<u32>,
     add_space_prefix: bool,
-) -> Result<(Model, Vec<Vec<u8>>)> {
+) -> Result<(Model, TokenBytes)> {
     let scores = gguf.floats("tokenizer.ggml.scores")?;
     if scores.len() != tokens.len() {
         return Err(LlmError::metadata(
@@ -428,7 +476,7 @@ fn spm_model(
         ));
     }
     let mut byte_tokens = vec![None; 256];
-    let mut bytes = Vec::with_capacity(tokens.len());
+    let mut bytes = TokenBytes::with_capacity(tokens.len());
     for (id, (text, t)) in tokens.iter().zip(types).enumerate() {
         let token_bytes = match *t {
             TYPE_BYTE => match spm::byte_of_token(text) {
@@ -442,7 +490,8 @@ fn spm_model(
             TYPE_UNUSED => Vec::new(),
             _ => text.replace(spm::SPACE, " ").into_bytes(),
         };
-        bytes.push(token_bytes);
+        bytes.extend(&token_bytes);
+        bytes.finish_token();
     }
     // A vocabulary without byte tokens may still have the byte as a piece.
     for (b, slot) in byte_tokens.iter_mut().enumerate() {
@@ -471,13 +520,7 @@ fn spm_model(
         })
         .collect();
     specials.sort_by_key(|s| std::cmp::Reverse(s.text.len()));
-    let spm = Spm::new(
-        vocab.clone(),
-        scores,
-        byte_tokens,
-        unknown,
-        add_space_prefix,
-    );
+    let spm = Spm::new(vocab, scores, byte_tokens, unknown, add_space_prefix);
     Ok((Model::Spm { spm, specials }, bytes))
 }
 

@@ -46,6 +46,11 @@ impl Spm {
         }
     }
 
+    /// The id of piece `text`, if the vocabulary has it.
+    pub(crate) fn id(&self, text: &str) -> Option<u32> {
+        self.ids.get(text).copied()
+    }
+
     /// Appends the ids of one run of plain text (no special tokens in it).
     /// `prefix_space` puts the SentencePiece space in front.
     pub(crate) fn encode_text(&self, text: &str, prefix_space: bool, out: &mut Vec<u32>) {
