@@ -19,6 +19,10 @@
 //! assert_eq!(splits.len(), 1);
 //! ```
 
+// The tests' shared support code names this crate as users do.
+#[cfg(test)]
+extern crate self as kb_retrievers;
+
 mod blocking;
 mod bm25;
 mod error;
@@ -44,7 +48,7 @@ pub use knowledge_base::{
     Progress, READ_WAIT, Stats, VectorBackend, chunk_ids_by_source,
 };
 pub use loader::{CsvMode, DirectoryLoader, FileEntry, LoadReport, Skipped};
-pub use manifest::{FileRecord, Manifest};
+pub use manifest::FileRecord;
 pub use splitter::{LengthFn, MarkdownSplitter, RecursiveSplitter, Split};
 pub use store::edge::EdgeStore;
 pub use store::payload::{INDEXED_KEYS, UNIT_KEY, point_id, to_qdrant_filter};

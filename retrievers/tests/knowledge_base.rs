@@ -9,10 +9,7 @@ mod support;
 use std::sync::Arc;
 
 use kb_core::Embedder;
-use kb_retrievers::{
-    Access, Error, IngestOptions, KnowledgeBase, Progress, SearchMode, UNIT_KEY,
-    chunk_ids_by_source,
-};
+use kb_retrievers::{Access, Error, IngestOptions, KnowledgeBase, Progress, SearchMode, UNIT_KEY};
 use support::corpus::{ByteEmbedder, assert_consistent, corpus, embedder, ingest, write};
 
 #[tokio::test]
@@ -222,54 +219,6 @@ async fn a_reader_waits_for_the_process_before_it() {
         .await
         .expect("search");
     assert!(!hits.is_empty());
-}
-
-#[tokio::test]
-async fn an_interrupted_change_is_repaired_by_the_next_writer() {
-    let work = tempfile::tempdir().expect("tempdir");
-    let docs = work.path().join("docs");
-    corpus(&docs);
-    let clean_dir = work.path().join("clean");
-    let clean = KnowledgeBase::open(&clean_dir, embedder(), Access::Write).expect("open");
-    ingest(&clean, &docs, false).await;
-    let expected = chunk_ids_by_source(&clean).await.expect("ids");
-
-    // Simulate a crash after the first manifest step: pending ids recorded,
-    // files forgotten, indexes half written.
-    let dir = work.path().join(".kb");
-    {
-        let kb = KnowledgeBase::open(&dir, embedder(), Access::Write).expect("open");
-        ingest(&kb, &docs, false).await;
-    }
-    {
-        let mut manifest =
-            kb_retrievers::Manifest::open(&dir.join("manifest.db")).expect("manifest");
-        let record = manifest
-            .file("docs/guide.md")
-            .expect("file")
-            .expect("record");
-        manifest
-            .begin_change(&["docs/guide.md"], &record.chunk_ids)
-            .expect("begin");
-    }
-    {
-        // `check` sees the forgotten file's chunks left in both indexes.
-        let kb = KnowledgeBase::open(&dir, embedder(), Access::Read).expect("read");
-        let check = kb.check().await.expect("check");
-        assert!(!check.is_consistent() && check.interrupted, "{check:?}");
-        let mut left = expected["docs/guide.md"].clone();
-        left.sort();
-        assert_eq!(check.extra_vectors, left);
-        assert_eq!(check.extra_bm25, left);
-        assert!(check.orphan_units.iter().all(|id| left.contains(id)));
-        assert!(check.missing_vectors.is_empty() && check.missing_bm25.is_empty());
-    }
-    let kb = KnowledgeBase::open(&dir, embedder(), Access::Write).expect("reopen");
-    let report = ingest(&kb, &docs, false).await;
-    assert!(report.recovered >= 1, "{report:?}");
-    assert_eq!(report.added, 1, "the forgotten file is ingested again");
-    assert_eq!(chunk_ids_by_source(&kb).await.expect("ids"), expected);
-    assert_consistent(&kb).await;
 }
 
 #[tokio::test]

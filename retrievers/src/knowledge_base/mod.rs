@@ -24,6 +24,8 @@ mod base;
 mod consistency;
 mod ingest;
 mod options;
+#[cfg(test)]
+mod tests;
 
 pub use base::{KnowledgeBase, MIN_FREE_SPACE};
 pub use consistency::{Check, Stats, chunk_ids_by_source};

@@ -12,4 +12,3 @@ pub(crate) mod sqlite;
 pub(crate) mod store;
 
 pub use record::FileRecord;
-pub use sqlite::Manifest;

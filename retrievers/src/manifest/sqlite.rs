@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::glossary::TermPair;
 
 /// The manifest database of a knowledge base.
-pub struct Manifest {
+pub(crate) struct Manifest {
     connection: Connection,
     path: PathBuf,
 }
@@ -58,7 +58,7 @@ CREATE TABLE IF NOT EXISTS terms (
 
 impl Manifest {
     /// Opens (or creates) the manifest at `path`.
-    pub fn open(path: &Path) -> Result<Self> {
+    pub(crate) fn open(path: &Path) -> Result<Self> {
         let error = |e: rusqlite::Error| Error::Manifest {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -82,7 +82,7 @@ impl Manifest {
     }
 
     /// A setting of the knowledge base (`embedder`, `dimension`, …).
-    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+    pub(crate) fn meta(&self, key: &str) -> Result<Option<String>> {
         self.connection
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .optional()
@@ -90,7 +90,7 @@ impl Manifest {
     }
 
     /// Stores a setting.
-    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+    pub(crate) fn set_meta(&self, key: &str, value: &str) -> Result<()> {
         self.connection
             .execute(
                 "INSERT INTO meta (key, value) VALUES (?1, ?2)
@@ -102,7 +102,7 @@ impl Manifest {
     }
 
     /// The record of `source`, if it was ingested.
-    pub fn file(&self, source: &str) -> Result<Option<FileRecord>> {
+    pub(crate) fn file(&self, source: &str) -> Result<Option<FileRecord>> {
         let row = self
             .connection
             .query_row(
@@ -134,7 +134,7 @@ impl Manifest {
     }
 
     /// The chunk ids of `source`.
-    pub fn chunk_ids(&self, source: &str) -> Result<Vec<String>> {
+    pub(crate) fn chunk_ids(&self, source: &str) -> Result<Vec<String>> {
         self.strings("SELECT id FROM chunks WHERE source = ?1", [source])
     }
 
@@ -153,12 +153,12 @@ impl Manifest {
     }
 
     /// Every committed chunk id.
-    pub fn all_chunk_ids(&self) -> Result<Vec<String>> {
+    pub(crate) fn all_chunk_ids(&self) -> Result<Vec<String>> {
         self.strings("SELECT id FROM chunks", [])
     }
 
     /// Every ingested file, without chunk ids, ordered by source.
-    pub fn files(&self) -> Result<Vec<FileRecord>> {
+    pub(crate) fn files(&self) -> Result<Vec<FileRecord>> {
         let mut statement = self
             .connection
             .prepare(
@@ -189,7 +189,7 @@ impl Manifest {
     }
 
     /// Number of committed chunks.
-    pub fn chunk_count(&self) -> Result<usize> {
+    pub(crate) fn chunk_count(&self) -> Result<usize> {
         self.connection
             .query_row("SELECT COUNT(*) FROM chunks", [], |r| r.get::<_, i64>(0))
             .map(|n| n as usize)
@@ -197,7 +197,7 @@ impl Manifest {
     }
 
     /// Updates a file's size and modification time (its content is unchanged).
-    pub fn touch(&self, source: &str, size: u64, mtime_ns: u64) -> Result<()> {
+    pub(crate) fn touch(&self, source: &str, size: u64, mtime_ns: u64) -> Result<()> {
         self.connection
             .execute(
                 "UPDATE files SET size = ?2, mtime_ns = ?3 WHERE source = ?1",
@@ -211,7 +211,7 @@ impl Manifest {
     /// chunk id that is about to be written or removed as pending, and
     /// forgets the files `sources` (so that a crash from here on leaves them
     /// un-ingested, to be ingested again).
-    pub fn begin_change(&mut self, sources: &[&str], touched_ids: &[String]) -> Result<()> {
+    pub(crate) fn begin_change(&mut self, sources: &[&str], touched_ids: &[String]) -> Result<()> {
         let path = self.path.clone();
         let error = |e: rusqlite::Error| Error::Manifest {
             path: path.clone(),
@@ -246,7 +246,7 @@ impl Manifest {
     /// Step two, after the indexes hold the new state: records the files,
     /// their chunks and the term pairs found in them (`(source, pair)`), and
     /// clears the pending ids, in one transaction.
-    pub fn commit_change(
+    pub(crate) fn commit_change(
         &mut self,
         files: &[FileRecord],
         terms: &[(String, TermPair)],
@@ -301,7 +301,7 @@ impl Manifest {
 
     /// Chunk ids that may be in the indexes but belong to no committed file:
     /// what an interrupted change left behind.
-    pub fn orphans(&self) -> Result<Vec<String>> {
+    pub(crate) fn orphans(&self) -> Result<Vec<String>> {
         self.strings(
             "SELECT id FROM pending WHERE id NOT IN (SELECT id FROM chunks)",
             [],
@@ -310,7 +310,7 @@ impl Manifest {
 
     /// Records term pairs (`(source, pair)`) outside a change: for a
     /// knowledge base built before term pairs were kept.
-    pub fn add_terms(&self, terms: &[(String, TermPair)]) -> Result<()> {
+    pub(crate) fn add_terms(&self, terms: &[(String, TermPair)]) -> Result<()> {
         let mut statement = self
             .connection
             .prepare_cached("INSERT OR IGNORE INTO terms (source, latin, cjk) VALUES (?1, ?2, ?3)")
@@ -324,7 +324,7 @@ impl Manifest {
     }
 
     /// Every term pair of the knowledge base's files.
-    pub fn terms(&self) -> Result<Vec<TermPair>> {
+    pub(crate) fn terms(&self) -> Result<Vec<TermPair>> {
         let mut statement = self
             .connection
             .prepare_cached("SELECT DISTINCT latin, cjk FROM terms")
@@ -342,14 +342,14 @@ impl Manifest {
     }
 
     /// Whether an interrupted change left pending ids.
-    pub fn has_pending(&self) -> Result<bool> {
+    pub(crate) fn has_pending(&self) -> Result<bool> {
         self.connection
             .query_row("SELECT EXISTS (SELECT 1 FROM pending)", [], |r| r.get(0))
             .map_err(|e| self.error(e))
     }
 
     /// Clears the pending ids (after their orphans were removed).
-    pub fn clear_pending(&self) -> Result<()> {
+    pub(crate) fn clear_pending(&self) -> Result<()> {
         self.connection
             .execute("DELETE FROM pending", [])
             .map(|_| ())
