@@ -28,6 +28,13 @@ else
     echo "could not build llama-quantize: the requantized-model tests will say they skipped" >&2
 fi
 
+step "Python clients for the interoperability tests (cached after the first run)"
+if py=$(scripts/python-clients.sh); then
+    export KB_PYTHON_CLIENTS="$py"
+else
+    echo "could not install the Python clients: their interoperability test will say it skipped" >&2
+fi
+
 step "cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -699,3 +699,119 @@ fn sixty_four_streamed_chats_some_cancelled_all_accounted_for() {
         );
     });
 }
+
+/// The Python interpreter that has OpenAI's and LangChain's clients
+/// (`scripts/python-clients.sh`), or `None` (a skip) where there is none and
+/// `KB_REQUIRE_PYTHON_CLIENTS` is unset.
+fn python_clients() -> Option<String> {
+    let required = std::env::var_os("KB_REQUIRE_PYTHON_CLIENTS").is_some_and(|v| v != "0");
+    let python = std::env::var("KB_PYTHON_CLIENTS").ok().filter(|p| {
+        Command::new(p)
+            .args(["-c", "import openai, langchain_openai"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if python.is_none() {
+        assert!(
+            !required,
+            "KB_REQUIRE_PYTHON_CLIENTS is set but KB_PYTHON_CLIENTS names no python with \
+             openai and langchain_openai (scripts/python-clients.sh makes one)"
+        );
+        eprintln!("SKIPPED: set KB_PYTHON_CLIENTS=$(scripts/python-clients.sh)");
+    }
+    python
+}
+
+/// What the clients do, each with its defaults (OpenAI's client asks for
+/// base64 embeddings); one JSON line of what they got.
+const PYTHON_CLIENTS: &str = r#"
+import json, os
+from openai import OpenAI
+from langchain_openai import ChatOpenAI, OpenAIEmbeddings
+
+url, key = os.environ["KB_URL"], os.environ["KB_KEY"]
+client = OpenAI(base_url=url, api_key=key)
+models = [m.id for m in client.models.list().data]
+chat_model, embedder = models[0], models[1]
+question = [{"role": "user", "content": "What is the capital of France?"}]
+
+by_default = client.embeddings.create(model=embedder, input=["注意力机制", "attention heads"])
+as_floats = client.embeddings.create(
+    model=embedder, input=["注意力机制", "attention heads"], encoding_format="float")
+whole = client.chat.completions.create(
+    model=chat_model, messages=question, max_tokens=8, temperature=0)
+streamed = "".join(
+    chunk.choices[0].delta.content or ""
+    for chunk in client.chat.completions.create(
+        model=chat_model, messages=question, max_tokens=8, temperature=0, stream=True)
+    if chunk.choices)
+
+embeddings = OpenAIEmbeddings(
+    model=embedder, base_url=url, api_key=key, check_embedding_ctx_length=False)
+llm = ChatOpenAI(model=chat_model, base_url=url, api_key=key, max_tokens=8, temperature=0)
+print(json.dumps({
+    "models": models,
+    "by_default": [d.embedding for d in by_default.data],
+    "as_floats": [d.embedding for d in as_floats.data],
+    "usage": by_default.usage.total_tokens,
+    "whole": whole.choices[0].message.content,
+    "streamed": streamed,
+    "langchain_embedding": embeddings.embed_query("注意力机制"),
+    "langchain_documents": len(embeddings.embed_documents(["a", "b", "c"])),
+    "langchain_answer": llm.invoke(question[0]["content"]).content,
+}))
+"#;
+
+/// Clients written by others, as their users write them: the official
+/// OpenAI Python client (embeddings with its default base64 encoding and as
+/// floats, a chat whole and streamed) and LangChain's `OpenAIEmbeddings` and
+/// `ChatOpenAI`.
+#[test]
+fn openai_and_langchain_python_clients_use_it_with_their_defaults() {
+    let Some(python) = python_clients() else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    let server = start(&work.path().join("kb"));
+    let output = Command::new(python)
+        .args(["-c", PYTHON_CLIENTS])
+        .env("KB_URL", format!("{}/v1", server.url))
+        .env("KB_KEY", KEY)
+        .output()
+        .expect("run python");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let got: Value = serde_json::from_slice(&output.stdout).expect("one JSON line");
+    let models: Vec<&str> = got["models"]
+        .as_array()
+        .expect("models")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        models.contains(&"kb"),
+        "the knowledge base's model: {models:?}"
+    );
+    let vectors =
+        |key: &str| -> Vec<Vec<f64>> { serde_json::from_value(got[key].clone()).expect("vectors") };
+    let (by_default, as_floats) = (vectors("by_default"), vectors("as_floats"));
+    assert_eq!(by_default.len(), 2);
+    assert_eq!(by_default[0].len(), 384);
+    // base64 carries the same floats, bit for bit.
+    assert_eq!(by_default, as_floats);
+    let norm: f64 = by_default[0].iter().map(|x| x * x).sum::<f64>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-3, "{norm}");
+    assert!(got["usage"].as_u64().unwrap_or(0) > 0, "{got}");
+    let langchain: Vec<f64> =
+        serde_json::from_value(got["langchain_embedding"].clone()).expect("vector");
+    assert_eq!(langchain, by_default[0]);
+    assert_eq!(got["langchain_documents"], 3);
+    // Greedy: the same answer whole, streamed and through LangChain.
+    let whole = got["whole"].as_str().expect("answer");
+    assert!(whole.contains("Paris"), "{whole}");
+    assert_eq!(got["streamed"], whole);
+    assert_eq!(got["langchain_answer"], whole);
+}

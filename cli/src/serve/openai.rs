@@ -11,6 +11,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use futures::{Stream, StreamExt, stream};
 use kb_core::{ChatEvent, FinishReason, GenerateOptions, Message, Role, ToolCall, Usage};
 use serde::Deserialize;
@@ -36,6 +38,11 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
         vec![json!({"id": state.model_id, "object": "model", "created": 0, "owned_by": "kb"})];
     if let Some(id) = &state.embedder_id {
         data.push(json!({"id": id, "object": "model", "created": 0, "owned_by": "kb"}));
+    }
+    // The chat model that answers from the knowledge base, where there is
+    // one (or one can be built by uploading).
+    if state.kb().is_some() || state.writable {
+        data.push(json!({"id": "kb", "object": "model", "created": 0, "owned_by": "kb"}));
     }
     Json(json!({"object": "list", "data": data}))
 }
@@ -420,16 +427,18 @@ pub async fn embeddings(
             request.model
         )));
     }
-    if request
-        .encoding_format
-        .as_deref()
-        .is_some_and(|f| f != "float")
-    {
-        return Err(ApiError::invalid(
-            Some("encoding_format"),
-            "only encoding_format \"float\" is supported",
-        ));
-    }
+    // OpenAI's own clients ask for base64 (the floats' little-endian bytes)
+    // unless told otherwise.
+    let base64 = match request.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                Some("encoding_format"),
+                format!("encoding_format {other:?} is not one of \"float\", \"base64\""),
+            ));
+        }
+    };
     let texts = match request.input {
         Input::One(text) => vec![text],
         Input::Many(texts) => texts,
@@ -451,7 +460,15 @@ pub async fn embeddings(
     let data: Vec<Value> = vectors
         .into_iter()
         .enumerate()
-        .map(|(index, embedding)| json!({"object": "embedding", "index": index, "embedding": embedding}))
+        .map(|(index, embedding)| {
+            let embedding = if base64 {
+                let bytes: Vec<u8> = embedding.iter().flat_map(|x| x.to_le_bytes()).collect();
+                Value::String(BASE64.encode(bytes))
+            } else {
+                json!(embedding)
+            };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
         .collect();
     Ok(Json(json!({
         "object": "list",
