@@ -138,39 +138,16 @@ impl KnowledgeBase {
             return Err(Error::Missing(dir.to_path_buf()));
         }
         std::fs::create_dir_all(dir).map_err(|e| read_only(dir, "creating", dir, e))?;
-        let lock_path = dir.join("lock");
-        // Even a search writes (the vector store locks its log), so a
-        // directory this user may not write is refused up front.
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| read_only(dir, "opening", &lock_path, e))?;
         // Qdrant's engine locks its write-ahead log even to read, so readers
         // take the lock alone too; they queue briefly instead of failing.
-        let deadline = Instant::now()
-            + if access == Access::Read {
+        let lock = lock_dir(
+            dir,
+            if access == Access::Read {
                 READ_WAIT
             } else {
                 Duration::ZERO
-            };
-        loop {
-            match lock.try_lock() {
-                Ok(()) => break,
-                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(TryLockError::WouldBlock) => {
-                    return Err(Error::Busy(format!(
-                        "{} is in use by another kb process (an ingest, or a running \
-                         `kb serve`: ask it over HTTP instead); try again when it finishes",
-                        dir.display(),
-                    )));
-                }
-                Err(TryLockError::Error(e)) => return Err(io("locking", &lock_path)(e)),
-            }
-        }
+            },
+        )?;
         if access == Access::Rebuild {
             remove_local_files(dir)?;
         }
@@ -261,23 +238,7 @@ impl KnowledgeBase {
                 )));
             }
             // Not from under a process that has it open.
-            let lock_path = dir.join("lock");
-            let lock = File::options()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&lock_path)
-                .map_err(|e| read_only(dir, "opening", &lock_path, e))?;
-            match lock.try_lock() {
-                Ok(()) => {}
-                Err(TryLockError::WouldBlock) => {
-                    return Err(Error::Busy(format!(
-                        "{} is in use by another kb process; try again when it finishes",
-                        dir.display()
-                    )));
-                }
-                Err(TryLockError::Error(e)) => return Err(io("locking", &lock_path)(e)),
-            }
+            let _lock = lock_dir(dir, Duration::ZERO)?;
             remove_local_files(dir)?;
         }
         let setup = match access {
@@ -435,6 +396,36 @@ impl KnowledgeBase {
     ) -> kb_core::Result<Vec<Hit>> {
         self.ready().await?;
         self.retriever(filter.cloned()).search(query, k, mode).await
+    }
+}
+
+/// Takes `dir`'s lock, waiting up to `wait` for another process to let go;
+/// held until the file is dropped. Even a search writes (the vector store
+/// locks its log), so a directory this user may not write is refused here.
+fn lock_dir(dir: &Path, wait: Duration) -> Result<File> {
+    let lock_path = dir.join("lock");
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| read_only(dir, "opening", &lock_path, e))?;
+    let deadline = Instant::now() + wait;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(lock),
+            Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::Busy(format!(
+                    "{} is in use by another kb process (an ingest, or a running \
+                     `kb serve`: ask it over HTTP instead); try again when it finishes",
+                    dir.display(),
+                )));
+            }
+            Err(TryLockError::Error(e)) => return Err(io("locking", &lock_path)(e)),
+        }
     }
 }
 

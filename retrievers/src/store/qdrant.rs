@@ -393,12 +393,24 @@ impl QdrantStore {
         if k == 0 {
             return Ok(Vec::new());
         }
-        self.ready().await?;
-        let mut request = QueryPointsBuilder::new(self.collection())
+        let request = QueryPointsBuilder::new(self.collection())
             .query(query.to_vec())
             .using(DENSE)
-            .limit((k * UNIT_FANOUT) as u64)
-            .with_payload(true);
+            .limit((k * UNIT_FANOUT) as u64);
+        let hits = self.query(request, filter, "searching").await?;
+        Ok(first_per_chunk(hits, k))
+    }
+
+    /// Runs a query (with `filter`, payloads included): the chunks of the
+    /// points found, best first.
+    async fn query(
+        &self,
+        request: QueryPointsBuilder,
+        filter: Option<&Filter>,
+        what: &'static str,
+    ) -> Result<Vec<ScoredChunk>> {
+        self.ready().await?;
+        let mut request = request.with_payload(true);
         if let Some(filter) = filter.filter(|f| !f.is_empty()) {
             request = request.filter(to_filter(filter)?);
         }
@@ -406,15 +418,17 @@ impl QdrantStore {
             .client
             .query(request)
             .await
-            .map_err(self.server("searching"))?
+            .map_err(self.server(what))?
             .result;
-        let hits = points.into_iter().filter_map(|p| {
-            Some(ScoredChunk {
-                chunk: chunk_from_payload(to_json(p.payload))?,
-                score: p.score,
+        Ok(points
+            .into_iter()
+            .filter_map(|p| {
+                Some(ScoredChunk {
+                    chunk: chunk_from_payload(to_json(p.payload))?,
+                    score: p.score,
+                })
             })
-        });
-        Ok(first_per_chunk(hits, k))
+            .collect())
     }
 
     /// The `k` chunks whose keywords best match `query` (BM25: the sparse
@@ -429,30 +443,11 @@ impl QdrantStore {
         if terms.indices.is_empty() || k == 0 {
             return Ok(Vec::new());
         }
-        self.ready().await?;
-        let mut request = QueryPointsBuilder::new(self.collection())
+        let request = QueryPointsBuilder::new(self.collection())
             .query(qdrant::VectorInput::new_sparse(terms.indices, terms.values))
             .using(SPARSE)
-            .limit(k as u64)
-            .with_payload(true);
-        if let Some(filter) = filter.filter(|f| !f.is_empty()) {
-            request = request.filter(to_filter(filter)?);
-        }
-        let points = self
-            .client
-            .query(request)
-            .await
-            .map_err(self.server("searching keywords"))?
-            .result;
-        Ok(points
-            .into_iter()
-            .filter_map(|p| {
-                Some(ScoredChunk {
-                    chunk: chunk_from_payload(to_json(p.payload))?,
-                    score: p.score,
-                })
-            })
-            .collect())
+            .limit(k as u64);
+        self.query(request, filter, "searching keywords").await
     }
 
     async fn all_ids(&self) -> Result<StoredIds> {
