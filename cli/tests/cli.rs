@@ -1324,6 +1324,13 @@ fn search_reranks_with_the_local_model_as_kb_toml_says() {
         report["modes"][0]["overall"]["recall_at_10"], 1.0,
         "{report}"
     );
+    // Each question's rank, for comparing with another pipeline item by item.
+    let ranks = &report["modes"][0]["ranks"];
+    assert_eq!(ranks[0]["id"], "r1", "{report}");
+    assert!(
+        ranks[0]["rank"].as_u64().is_some_and(|r| r >= 1),
+        "{report}"
+    );
 }
 
 #[path = "../../retrievers/tests/support/qdrant.rs"]

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use kb_core::{Chunk, Embedder, Filter, Reranker, Retriever, ScoredChunk, VectorStore};
 use serde::{Deserialize, Serialize};
 
+use crate::adjacent::merge_adjacent;
 use crate::glossary::Glossary;
 use crate::keywords::KeywordIndex;
 use crate::snapshot::Snapshots;
@@ -215,6 +216,7 @@ pub struct HybridRetriever {
     rerank: Option<Rerank>,
     glossary: Option<Arc<Glossary>>,
     snapshots: Option<Arc<Snapshots>>,
+    merge_adjacent: bool,
 }
 
 /// A reranker and how many of the best hits it reorders.
@@ -246,7 +248,16 @@ impl HybridRetriever {
             rerank: None,
             glossary: None,
             snapshots: None,
+            merge_adjacent: false,
         }
+    }
+
+    /// Joins hits on neighbouring chunks of a document into one passage
+    /// ([`merge_adjacent`](crate::merge_adjacent)); the places they free go
+    /// to the next hits.
+    pub fn with_adjacent_merge(mut self, merge: bool) -> Self {
+        self.merge_adjacent = merge;
+        self
     }
 
     /// Reads both indexes between the changes of the knowledge base that
@@ -305,26 +316,43 @@ impl HybridRetriever {
         k: usize,
         mode: SearchMode,
     ) -> kb_core::Result<Vec<Hit>> {
-        let Some(rerank) = &self.rerank else {
-            return self.first_stage(query, k, mode).await;
+        // Merging frees places: enough hits to fill them. The reranker
+        // judges the joined passages.
+        let (k, depth) = match &self.rerank {
+            Some(rerank) => (k, k.max(rerank.depth)),
+            None => (k, k),
         };
-        let hits = self.first_stage(query, k.max(rerank.depth), mode).await?;
-        let mut hits = rerank_hits(rerank.reranker.as_ref(), query, hits, rerank.depth).await?;
+        let keep = if self.merge_adjacent {
+            2 * depth
+        } else {
+            depth
+        };
+        let hits = self.first_stage(query, depth, keep, mode).await?;
+        let mut hits = if self.merge_adjacent {
+            merge_adjacent(hits, depth)
+        } else {
+            hits
+        };
+        if let Some(rerank) = &self.rerank {
+            hits = rerank_hits(rerank.reranker.as_ref(), query, hits, rerank.depth).await?;
+        }
         hits.truncate(k);
         Ok(hits)
     }
 
-    /// The `k` best hits of the indexes, fused in hybrid mode.
+    /// The `keep` best hits of the indexes, fused in hybrid mode from as
+    /// many candidates as `k` hits take.
     async fn first_stage(
         &self,
         query: &str,
         k: usize,
+        keep: usize,
         mode: SearchMode,
     ) -> kb_core::Result<Vec<Hit>> {
         let candidates = (k * self.fusion.candidates_factor).max(k).max(20);
         let single = |hits: Vec<ScoredChunk>, vector: bool| -> Vec<Hit> {
             hits.into_iter()
-                .take(k)
+                .take(keep)
                 .enumerate()
                 .map(|(i, scored)| {
                     let rank = Some(Rank {
@@ -343,9 +371,9 @@ impl HybridRetriever {
         };
         let query = self.expanded(query);
         let depth = if mode == SearchMode::Hybrid {
-            candidates
+            candidates.max(keep)
         } else {
-            k
+            keep
         };
         let vector = match mode {
             SearchMode::Bm25 => None,
@@ -380,7 +408,7 @@ impl HybridRetriever {
         Ok(match mode {
             SearchMode::Vector => single(vector_hits, true),
             SearchMode::Bm25 => single(bm25_hits, false),
-            SearchMode::Hybrid => fuse(vector_hits, bm25_hits, &self.fusion, k),
+            SearchMode::Hybrid => fuse(vector_hits, bm25_hits, &self.fusion, keep),
         })
     }
 }

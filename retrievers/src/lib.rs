@@ -23,6 +23,7 @@
 #[cfg(test)]
 extern crate self as kb_retrievers;
 
+mod adjacent;
 mod blocking;
 mod bm25;
 mod error;
@@ -36,6 +37,7 @@ mod snapshot;
 mod splitter;
 mod store;
 
+pub use adjacent::merge_adjacent;
 pub use bm25::{Bm25Index, bm25_terms};
 pub use error::{Error, Result};
 pub use hybrid::{

@@ -81,11 +81,21 @@ struct ModeReport {
     overall: Metrics,
     by_kind: BTreeMap<String, Metrics>,
     misses: Vec<String>,
+    /// Each question's first rank holding its evidence (none: not in the top 10).
+    ranks: Vec<ItemRank>,
     /// Median time of one search (query embedding, both indexes, fusion,
     /// reranking), in milliseconds.
     latency_ms_p50: f64,
     /// The slowest search, in milliseconds.
     latency_ms_max: f64,
+}
+
+/// Where one question's evidence was first found.
+#[derive(Debug, Serialize)]
+struct ItemRank {
+    id: String,
+    kind: Option<String>,
+    rank: Option<usize>,
 }
 
 fn normalize(text: &str) -> String {
@@ -119,6 +129,7 @@ pub fn retrieval(
         let mut overall = Metrics::default();
         let mut by_kind: BTreeMap<String, Metrics> = BTreeMap::new();
         let mut misses = Vec::new();
+        let mut ranks = Vec::with_capacity(items.len());
         let mut latencies = Vec::with_capacity(items.len());
         for item in &items {
             let started = Instant::now();
@@ -144,6 +155,11 @@ pub fn retrieval(
                     item.id.clone()
                 });
             }
+            ranks.push(ItemRank {
+                id: item.id.clone(),
+                kind: item.kind.clone(),
+                rank,
+            });
             overall.add(rank);
             by_kind
                 .entry(item.kind.clone().unwrap_or_else(|| "-".into()))
@@ -156,6 +172,7 @@ pub fn retrieval(
             overall: overall.finish(),
             by_kind: by_kind.into_iter().map(|(k, m)| (k, m.finish())).collect(),
             misses,
+            ranks,
             latency_ms_p50: latencies[latencies.len() / 2],
             latency_ms_max: latencies.last().copied().unwrap_or(0.0),
         });

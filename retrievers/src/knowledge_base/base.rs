@@ -383,6 +383,7 @@ impl KnowledgeBase {
         .with_rerank(self.rerank.clone())
         .with_glossary(self.expand_queries.then(|| self.glossary()))
         .with_filter(filter)
+        .with_adjacent_merge(true)
         .with_snapshots(self.snapshots.clone())
     }
 

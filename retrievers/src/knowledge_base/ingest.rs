@@ -1,7 +1,7 @@
 //! Ingestion: files in, chunks and their units embedded, both indexes
 //! changed inside a manifest change that a crash can undo.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -21,6 +21,9 @@ use crate::splitter::{MarkdownSplitter, RecursiveSplitter};
 pub(super) struct FileWork {
     record: FileRecord,
     chunks: Vec<Chunk>,
+    /// What is embedded for each chunk: its text without the file's
+    /// boilerplate lines.
+    embedded: Vec<String>,
     /// The term pairs its chunks define.
     terms: Vec<TermPair>,
     old_ids: Vec<String>,
@@ -130,6 +133,11 @@ impl KnowledgeBase {
                 continue;
             }
             let chunks = split(&loaded.documents, source, &file.relative, &splitter);
+            let boilerplate = boilerplate(&loaded.documents);
+            let embedded = chunks
+                .iter()
+                .map(|c| without_lines(&c.text, &boilerplate))
+                .collect();
             let title = loaded
                 .documents
                 .first()
@@ -154,6 +162,7 @@ impl KnowledgeBase {
                     .flat_map(|c| glossary::mine(&c.text))
                     .collect(),
                 chunks,
+                embedded,
                 old_ids: existing
                     .as_ref()
                     .map(|r| r.chunk_ids.clone())
@@ -204,19 +213,25 @@ impl KnowledgeBase {
         // Only chunks not already indexed need embedding: an id is a hash of
         // the chunk's content and place.
         let mut to_write: Vec<Chunk> = Vec::new();
+        let mut to_embed: Vec<&str> = Vec::new();
         let mut to_remove: Vec<String> = Vec::new();
         let mut touched: Vec<String> = Vec::new();
         for work in &batch {
             let old: HashSet<&String> = work.old_ids.iter().collect();
             let new: HashSet<&String> = work.record.chunk_ids.iter().collect();
-            to_write.extend(work.chunks.iter().filter(|c| !old.contains(&c.id)).cloned());
+            for (chunk, text) in work.chunks.iter().zip(&work.embedded) {
+                if !old.contains(&chunk.id) {
+                    to_write.push(chunk.clone());
+                    to_embed.push(text.as_str());
+                }
+            }
             to_remove.extend(work.old_ids.iter().filter(|id| !new.contains(id)).cloned());
             touched.extend(work.old_ids.iter().cloned());
             touched.extend(work.record.chunk_ids.iter().cloned());
         }
         let embed_started = Instant::now();
-        let units = units_of(&to_write, options.unit_size);
-        let mut texts: Vec<&str> = to_write.iter().map(|c| c.text.as_str()).collect();
+        let units = units_of(&to_embed, options.unit_size);
+        let mut texts: Vec<&str> = to_embed.clone();
         texts.extend(units.iter().map(|(_, _, embedded)| embedded.as_str()));
         let mut vectors: Vec<Vec<f32>> = Vec::with_capacity(texts.len());
         for part in texts.chunks(32) {
@@ -361,14 +376,14 @@ fn still_held(lease: Option<&Lease>) -> Result<()> {
 /// chunk that makes only one unit has none: its own vector serves. (Units
 /// are embedded without the chunk's heading path: on the sample corpus the
 /// path made them worse, since `#` comments in code read as headings.)
-pub(super) fn units_of(chunks: &[Chunk], unit_size: usize) -> Vec<(usize, usize, String)> {
+pub(super) fn units_of(chunks: &[&str], unit_size: usize) -> Vec<(usize, usize, String)> {
     if unit_size == 0 {
         return Vec::new();
     }
     let splitter = RecursiveSplitter::new(unit_size, 0);
     let mut units = Vec::new();
-    for (i, chunk) in chunks.iter().enumerate() {
-        let pieces = splitter.split(&chunk.text);
+    for (i, text) in chunks.iter().enumerate() {
+        let pieces = splitter.split(text);
         if pieces.len() < 2 {
             continue;
         }
@@ -377,6 +392,48 @@ pub(super) fn units_of(chunks: &[Chunk], unit_size: usize) -> Vec<(usize, usize,
         }
     }
     units
+}
+
+/// A line that comes back this often in one file is boilerplate.
+const BOILERPLATE_REPEATS: usize = 3;
+
+/// The lines of a file's documents that are boilerplate: the same line
+/// (trimmed) at least [`BOILERPLATE_REPEATS`] times, like a placeholder left
+/// by an image (`在这里插入图片描述`), a `参考` marker, a repeated import.
+pub(super) fn boilerplate(documents: &[Document]) -> BTreeSet<String> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for document in documents {
+        for line in document
+            .text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+        {
+            *counts.entry(line).or_default() += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .filter(|(_, n)| *n >= BOILERPLATE_REPEATS)
+        .map(|(line, _)| line.to_string())
+        .collect()
+}
+
+/// `text` without its `boilerplate` lines (all of it if nothing else is
+/// left).
+pub(super) fn without_lines(text: &str, boilerplate: &BTreeSet<String>) -> String {
+    if !text.lines().any(|l| boilerplate.contains(l.trim())) {
+        return text.to_string();
+    }
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| !boilerplate.contains(l.trim()))
+        .collect();
+    if kept.iter().all(|l| l.trim().is_empty()) {
+        text.to_string()
+    } else {
+        kept.join("\n")
+    }
 }
 
 /// SHA-256 over a file's documents, as they were read.
@@ -431,4 +488,28 @@ pub(super) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod boilerplate_tests {
+    use super::*;
+
+    #[test]
+    fn lines_repeated_in_a_file_are_not_embedded() {
+        let text = "Flash Attention\n在这里插入图片描述\n优点:\n  在这里插入图片描述\n\n节省显存\n在这里插入图片描述\n";
+        let documents = [Document::new("a.md", text)];
+        let lines = boilerplate(&documents);
+        assert_eq!(lines.iter().collect::<Vec<_>>(), ["在这里插入图片描述"]);
+        assert_eq!(
+            without_lines(text, &lines),
+            "Flash Attention\n优点:\n\n节省显存"
+        );
+        // Text without boilerplate is embedded as it is; text of nothing
+        // else keeps it all.
+        assert_eq!(without_lines("a\n\nb\n", &lines), "a\n\nb\n");
+        assert_eq!(
+            without_lines("在这里插入图片描述\n", &lines),
+            "在这里插入图片描述\n"
+        );
+    }
 }
