@@ -1,4 +1,5 @@
-//! Hybrid search on a synthetic knowledge base of 100k chunks (default;
+//! Hybrid search on a synthetic knowledge base of 100k chunks of 100 words
+//! from a Zipfian vocabulary (default;
 //! `--chunks N` to change): ingest throughput of both indexes, the time to
 //! build the HNSW graph, and query latency (p50/p99, query embedding
 //! excluded) for vector, BM25 and fused search, with the vector search before
@@ -101,55 +102,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    // A vocabulary of English and Chinese words; 200 topic clusters.
-    let english = [
-        "attention",
-        "cache",
-        "token",
-        "model",
-        "vector",
-        "index",
-        "search",
-        "layer",
-        "weight",
-        "gradient",
-        "prompt",
-        "context",
-        "retrieval",
-        "chunk",
-        "embedding",
-        "decoder",
-        "encoder",
-        "matrix",
-        "kernel",
-        "latency",
-        "memory",
-        "quantization",
-        "sampling",
-        "beam",
-    ];
-    let chinese = [
-        "注意力",
-        "缓存",
-        "模型",
-        "向量",
-        "索引",
-        "检索",
-        "参数",
-        "微调",
-        "显存",
-        "推理",
-        "训练",
-        "语料",
-        "分词",
-        "矩阵",
-        "梯度",
-        "上下文",
-        "生成",
-        "知识库",
-        "召回",
-        "排序",
-    ];
+    // 200 topic clusters over a Zipfian vocabulary of English and Chinese
+    // words (see `Vocabulary`).
+    let vocabulary = Vocabulary::new();
     let topics: Vec<Vec<f32>> = (0..200)
         .map(|_| {
             let mut v: Vec<f32> = (0..DIM).map(|_| rng.unit()).collect();
@@ -161,14 +116,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut vectors = Vec::with_capacity(chunks_wanted);
     for i in 0..chunks_wanted {
         let topic = (rng.next() % 200) as usize;
-        let words: Vec<&str> = (0..40)
-            .map(|_| {
-                if rng.next().is_multiple_of(2) {
-                    english[(rng.next() as usize + topic) % english.len()]
-                } else {
-                    chinese[(rng.next() as usize + topic) % chinese.len()]
-                }
-            })
+        let words: Vec<&str> = (0..WORDS_PER_CHUNK)
+            .map(|_| vocabulary.draw(&mut rng, topic))
             .collect();
         let text = format!("topic{topic} {} item{i}", words.join(" "));
         chunks.push(
@@ -226,19 +175,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let query_vectors: Vec<(Vec<f32>, String)> = real_query_vectors.unwrap_or_else(|| {
         (0..queries)
-            .map(|q| {
+            .map(|_| {
                 let topic = (rng.next() % 200) as usize;
                 let mut v: Vec<f32> = topics[topic]
                     .iter()
                     .map(|x| x + 0.35 * rng.unit() / (DIM as f32).sqrt() * 4.0)
                     .collect();
                 normalize(&mut v);
-                let text = format!(
-                    "{} {} {}",
-                    english[(q + topic) % english.len()],
-                    chinese[(q + topic) % chinese.len()],
-                    english[(q * 7 + topic) % english.len()]
-                );
+                let text = (0..3)
+                    .map(|_| vocabulary.topical(&mut rng, topic))
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 (v, text)
             })
             .collect()
@@ -338,6 +285,82 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 const K: usize = 10;
+/// Words in a synthetic chunk: the sample corpus's chunks average 100.
+const WORDS_PER_CHUNK: usize = 100;
+
+/// A vocabulary shaped like text's: 30,000 words (English-like syllable
+/// strings and two-character Chinese words, alternating) drawn with Zipf's
+/// law (exponent 1), so a few function words are in every chunk and most
+/// words in few. Beyond the 100 commonest, each topic favours its own words
+/// (the ranks are rotated per topic), which is what BM25 finds.
+struct Vocabulary {
+    words: Vec<String>,
+    /// Cumulative Zipf weights by rank.
+    cumulative: Vec<f64>,
+}
+
+impl Vocabulary {
+    const SIZE: usize = 30_000;
+    const COMMON: usize = 100;
+
+    fn new() -> Self {
+        const SYLLABLES: [&str; 16] = [
+            "ka", "ro", "mi", "te", "su", "la", "no", "vi", "pe", "da", "zu", "fo", "ri", "ne",
+            "bo", "gi",
+        ];
+        let words = (0..Self::SIZE)
+            .map(|i| {
+                let n = i / 2;
+                if i % 2 == 0 {
+                    let mut w = String::new();
+                    let mut x = n + 16;
+                    while x > 0 {
+                        w.push_str(SYLLABLES[x % 16]);
+                        x /= 16;
+                    }
+                    w
+                } else {
+                    // Two characters from the common CJK block.
+                    let a = char::from_u32(0x4e00 + (n % 3000) as u32).unwrap_or('中');
+                    let b = char::from_u32(0x4e00 + 3000 + (n / 3000) as u32).unwrap_or('文');
+                    format!("{a}{b}")
+                }
+            })
+            .collect();
+        let mut total = 0.0;
+        let cumulative = (0..Self::SIZE)
+            .map(|rank| {
+                total += 1.0 / (rank + 1) as f64;
+                total
+            })
+            .collect();
+        Self { words, cumulative }
+    }
+
+    /// The word at `rank` in `topic`'s ordering.
+    fn word(&self, rank: usize, topic: usize) -> &str {
+        let index = if rank < Self::COMMON {
+            rank
+        } else {
+            Self::COMMON + (rank - Self::COMMON + topic * 7919) % (Self::SIZE - Self::COMMON)
+        };
+        &self.words[index]
+    }
+
+    /// A word of a chunk about `topic`.
+    fn draw(&self, rng: &mut Rng, topic: usize) -> &str {
+        let total = self.cumulative[Self::SIZE - 1];
+        let u = (rng.next() >> 11) as f64 / (1u64 << 53) as f64 * total;
+        let rank = self.cumulative.partition_point(|&c| c < u);
+        self.word(rank.min(Self::SIZE - 1), topic)
+    }
+
+    /// A query word for `topic`: one of its own, moderately common words.
+    fn topical(&self, rng: &mut Rng, topic: usize) -> &str {
+        let rank = Self::COMMON + (rng.next() % 400) as usize;
+        self.word(rank, topic)
+    }
+}
 const CANDIDATES: usize = 40;
 
 fn ms(d: Duration) -> f64 {
