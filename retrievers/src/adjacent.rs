@@ -108,10 +108,13 @@ impl Passage {
         }
         let (first, last) = (&self.pieces[0], &self.pieces[self.pieces.len() - 1]);
         let piece = (chunk.ordinal, span, chunk.text.clone());
-        if chunk.ordinal == last.0 + 1 && span.0 > last.1.0 && span.1 > last.1.1 {
+        if last.0.checked_add(1) == Some(chunk.ordinal) && span.0 > last.1.0 && span.1 > last.1.1 {
             self.pieces.push(piece);
             true
-        } else if chunk.ordinal + 1 == first.0 && span.0 < first.1.0 && span.1 < first.1.1 {
+        } else if chunk.ordinal.checked_add(1) == Some(first.0)
+            && span.0 < first.1.0
+            && span.1 < first.1.1
+        {
             self.pieces.insert(0, piece);
             self.first = chunk.clone();
             true
