@@ -53,8 +53,12 @@ impl VectorBackend {
 /// knowledge base.
 pub const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// [`IngestOptions::unit_size`] by default.
-pub const DEFAULT_UNIT_SIZE: usize = 120;
+/// [`IngestOptions::unit_size`] by default: no units. Since searches join
+/// neighbouring chunks into passages, units no longer improve hybrid search
+/// on questions kb was not tuned on, and they double an ingest's embedding
+/// work (docs/knowledge-base.md has the measurements); 120 is a good size
+/// where vector search alone matters.
+pub const DEFAULT_UNIT_SIZE: usize = 0;
 
 /// Settings of an ingestion.
 #[derive(Debug, Clone)]
@@ -71,7 +75,7 @@ pub struct IngestOptions {
     pub batch_chunks: usize,
     /// Largest unit in characters: each chunk is also embedded in units of
     /// about a sentence, which lead searches to the chunk (small-to-big).
-    /// 0 embeds whole chunks only.
+    /// 0 (the default) embeds whole chunks only.
     pub unit_size: usize,
 }
 
