@@ -318,20 +318,12 @@ impl HybridRetriever {
     ) -> kb_core::Result<Vec<Hit>> {
         // Merging frees places: enough hits to fill them. The reranker
         // judges the joined passages.
-        let (k, depth) = match &self.rerank {
-            Some(rerank) => (k, k.max(rerank.depth)),
-            None => (k, k),
-        };
-        let keep = if self.merge_adjacent {
-            2 * depth
-        } else {
-            depth
-        };
-        let hits = self.first_stage(query, depth, keep, mode).await?;
+        let depth = self.rerank.as_ref().map_or(k, |r| k.max(r.depth));
         let mut hits = if self.merge_adjacent {
+            let hits = self.first_stage(query, depth, 2 * depth, mode).await?;
             merge_adjacent(hits, depth)
         } else {
-            hits
+            self.first_stage(query, depth, depth, mode).await?
         };
         if let Some(rerank) = &self.rerank {
             hits = rerank_hits(rerank.reranker.as_ref(), query, hits, rerank.depth).await?;

@@ -21,9 +21,9 @@ use crate::splitter::{MarkdownSplitter, RecursiveSplitter};
 pub(super) struct FileWork {
     record: FileRecord,
     chunks: Vec<Chunk>,
-    /// What is embedded for each chunk: its text without the file's
-    /// boilerplate lines.
-    embedded: Vec<String>,
+    /// What is embedded for each chunk when not its text: the text without
+    /// the file's boilerplate lines.
+    embedded: Vec<Option<String>>,
     /// The term pairs its chunks define.
     terms: Vec<TermPair>,
     old_ids: Vec<String>,
@@ -222,7 +222,7 @@ impl KnowledgeBase {
             for (chunk, text) in work.chunks.iter().zip(&work.embedded) {
                 if !old.contains(&chunk.id) {
                     to_write.push(chunk.clone());
-                    to_embed.push(text.as_str());
+                    to_embed.push(text.as_deref().unwrap_or(&chunk.text));
                 }
             }
             to_remove.extend(work.old_ids.iter().filter(|id| !new.contains(id)).cloned());
@@ -419,21 +419,17 @@ pub(super) fn boilerplate(documents: &[Document]) -> BTreeSet<String> {
         .collect()
 }
 
-/// `text` without its `boilerplate` lines (all of it if nothing else is
-/// left).
-pub(super) fn without_lines(text: &str, boilerplate: &BTreeSet<String>) -> String {
+/// `text` without its `boilerplate` lines, if it has any and anything else
+/// is left.
+pub(super) fn without_lines(text: &str, boilerplate: &BTreeSet<String>) -> Option<String> {
     if !text.lines().any(|l| boilerplate.contains(l.trim())) {
-        return text.to_string();
+        return None;
     }
     let kept: Vec<&str> = text
         .lines()
         .filter(|l| !boilerplate.contains(l.trim()))
         .collect();
-    if kept.iter().all(|l| l.trim().is_empty()) {
-        text.to_string()
-    } else {
-        kept.join("\n")
-    }
+    (!kept.iter().all(|l| l.trim().is_empty())).then(|| kept.join("\n"))
 }
 
 /// SHA-256 over a file's documents, as they were read.
@@ -501,15 +497,12 @@ mod boilerplate_tests {
         let lines = boilerplate(&documents);
         assert_eq!(lines.iter().collect::<Vec<_>>(), ["在这里插入图片描述"]);
         assert_eq!(
-            without_lines(text, &lines),
-            "Flash Attention\n优点:\n\n节省显存"
+            without_lines(text, &lines).as_deref(),
+            Some("Flash Attention\n优点:\n\n节省显存")
         );
-        // Text without boilerplate is embedded as it is; text of nothing
-        // else keeps it all.
-        assert_eq!(without_lines("a\n\nb\n", &lines), "a\n\nb\n");
-        assert_eq!(
-            without_lines("在这里插入图片描述\n", &lines),
-            "在这里插入图片描述\n"
-        );
+        // Text without boilerplate is embedded as it is; so is text of
+        // nothing else.
+        assert_eq!(without_lines("a\n\nb\n", &lines), None);
+        assert_eq!(without_lines("在这里插入图片描述\n", &lines), None);
     }
 }
